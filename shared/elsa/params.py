@@ -1,0 +1,115 @@
+"""Frozen, self-validating parameter records for every ELSA algorithm.
+
+Algorithms take one of these instead of loose keyword arguments. Each validates itself on
+construction and raises :class:`elsa.errors.ConfigError` with a clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from elsa.errors import ConfigError
+
+WireDType = Literal["fp32", "fp16", "bf16"]
+Task = Literal["classification", "causal_lm"]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    """LoRA on every segment (DESIGN §1, §2.7).
+
+    ``target_modules`` of ``None`` means the family default (attention projections and MLP).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, f"lora rank must be >= 1, got {self.rank}")
+        _require(self.alpha > 0, f"lora alpha must be > 0, got {self.alpha}")
+        _require(0.0 <= self.dropout < 1.0, f"lora dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Cut points: the device keeps blocks ``[0, head_blocks)`` and ``[L - tail_blocks, L)``."""
+
+    head_blocks: int = 1
+    tail_blocks: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.head_blocks >= 1, f"head_blocks must be >= 1, got {self.head_blocks}")
+        _require(self.tail_blocks >= 1, f"tail_blocks must be >= 1, got {self.tail_blocks}")
+
+    def check_fits(self, num_blocks: int) -> None:
+        """Raise ConfigError unless at least one body block remains on the edge."""
+        _require(
+            self.head_blocks + self.tail_blocks < num_blocks,
+            f"head_blocks + tail_blocks must leave >= 1 edge block: "
+            f"{self.head_blocks} + {self.tail_blocks} >= {num_blocks} blocks",
+        )
+
+
+@dataclass(frozen=True)
+class TransportParams:
+    """How cut tensors travel (DESIGN §2.7): dtype on the wire and hard size limits."""
+
+    dtype: WireDType = "fp16"
+    max_message_bytes: int = 256 * 1024 * 1024
+    max_tensor_elements: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        _require(self.dtype in ("fp32", "fp16", "bf16"), f"unknown wire dtype {self.dtype!r}")
+        _require(self.max_message_bytes > 0, "max_message_bytes must be > 0")
+        _require(self.max_tensor_elements > 0, "max_tensor_elements must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimisation and the round structure (DESIGN §2): tau1 = local_steps, tau2 = edge_rounds."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    max_length: int = 64
+    local_steps: int = 5
+    edge_rounds: int = 2
+    cloud_rounds: int = 3
+    head_learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _require(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _require(self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}")
+        _require(self.local_steps >= 1, f"local_steps must be >= 1, got {self.local_steps}")
+        _require(self.edge_rounds >= 1, f"edge_rounds must be >= 1, got {self.edge_rounds}")
+        _require(self.cloud_rounds >= 1, f"cloud_rounds must be >= 1, got {self.cloud_rounds}")
+
+
+@dataclass(frozen=True)
+class PartitionParams:
+    """Non-IID partitioning (DESIGN §4): Dirichlet label skew and log-normal quantity skew.
+
+    ``alpha`` = ``None`` means IID label mix; ``quantity_sigma`` = 0 means equal sizes.
+    """
+
+    num_parts: int
+    alpha: float | None = 0.5
+    quantity_sigma: float = 0.0
+    min_examples: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.num_parts >= 1, f"num_parts must be >= 1, got {self.num_parts}")
+        _require(self.alpha is None or self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        _require(self.quantity_sigma >= 0, "quantity_sigma must be >= 0")
+        _require(self.min_examples >= 0, "min_examples must be >= 0")

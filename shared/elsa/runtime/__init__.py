@@ -1,0 +1,1 @@
+"""elsa.runtime."""
