@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -13,7 +14,6 @@ from transformers import (
     LlamaForCausalLM,
     LlamaForSequenceClassification,
 )
-from torch import nn
 
 from elsa.model.loading import TaskModel, wrap_with_lora
 from elsa.params import LoraParams, Task
@@ -28,16 +28,42 @@ def tiny_hf_model(family: str, task: Task, num_labels: int = 3, seed: int = 0) -
     common = {"vocab_size": VOCAB, "pad_token_id": PAD, "num_labels": num_labels}
     model: nn.Module
     if family == "bert":
-        cfg = BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                         max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+        cfg = BertConfig(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            **common,
+        )
         model = BertForSequenceClassification(cfg)
     elif family == "llama":
-        cfg = LlamaConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                          intermediate_size=64, max_position_embeddings=64, tie_word_embeddings=True, **common)
+        cfg = LlamaConfig(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+            **common,
+        )
         model = LlamaForSequenceClassification(cfg) if task == "classification" else LlamaForCausalLM(cfg)
     elif family == "gpt2":
-        cfg = GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
-                         attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, **common)
+        cfg = GPT2Config(
+            n_embd=32,
+            n_layer=4,
+            n_head=4,
+            n_positions=64,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=1,
+            eos_token_id=2,
+            **common,
+        )
         model = GPT2ForSequenceClassification(cfg) if task == "classification" else GPT2LMHeadModel(cfg)
     else:
         raise ValueError(family)
@@ -46,11 +72,14 @@ def tiny_hf_model(family: str, task: Task, num_labels: int = 3, seed: int = 0) -
 
 def tiny_task_model(family: str, task: Task = "classification", seed: int = 0) -> TaskModel:
     """A tiny LoRA-wrapped task model."""
-    return wrap_with_lora(tiny_hf_model(family, task, seed=seed), None, task, LoraParams(rank=4, alpha=8), seed)
+    return wrap_with_lora(
+        tiny_hf_model(family, task, seed=seed), None, task, LoraParams(rank=4, alpha=8), seed
+    )
 
 
-def tiny_batch(batch: int = 3, seq: int = 10, seed: int = 1, task: Task = "classification",
-               num_labels: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def tiny_batch(
+    batch: int = 3, seq: int = 10, seed: int = 1, task: Task = "classification", num_labels: int = 3
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded random ids, mask and labels (rows of different lengths)."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, VOCAB, (batch, seq), generator=g)

@@ -38,7 +38,7 @@ def tiny() -> TextDataset:
 
 def test_labels_are_private_read_only_int64_copy() -> None:
     raw = np.array([0, 1, 1, 0], dtype=np.int32)
-    ds = TextDataset("t", ("a", "b", "c", "d"), raw, ("x", "y"))
+    ds = TextDataset("t", ("a", "b", "c", "d"), raw, ("x", "y"))  # type: ignore[arg-type]  # converted
     assert ds.labels.dtype == np.int64
     assert not ds.labels.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
@@ -95,7 +95,9 @@ def test_equality_and_hash_follow_contents() -> None:
         (("a", "b"), [0, 0], ()),  # no classes
     ],
 )
-def test_invalid_datasets_are_rejected(texts: tuple[str, ...], labels: list[float], names: tuple[str, ...]) -> None:
+def test_invalid_datasets_are_rejected(
+    texts: tuple[str, ...], labels: list[float], names: tuple[str, ...]
+) -> None:
     with pytest.raises(DataError):
         TextDataset("bad", texts, np.array(labels), names)
 

@@ -12,8 +12,10 @@ Mistral, Qwen2 — same block signature) and GPT-2-family decoders.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -21,6 +23,11 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 
 from elsa.errors import UnsupportedArchitectureError
 from elsa.params import Task
+
+
+#: transformers models are structured dynamically (attribute names differ per family), so the
+#: family code treats them as ``Any`` and narrows at its return points.
+HFModel = Any
 
 
 @dataclass
@@ -45,27 +52,29 @@ class Family:
     #: regex (peft full-match) of the linear layers inside blocks that get LoRA
     lora_target_regex: str = ""
     #: task-head module names trained in full (peft ``modules_to_save``) per task
-    task_head_modules: dict[str, tuple[str, ...]] = {}
+    task_head_modules: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({})
     #: whether peft must treat the targets as Conv1D (fan_in_fan_out)
     fan_in_fan_out: bool = False
 
-    def backbone(self, model: nn.Module) -> nn.Module:
+    def backbone(self, model: HFModel) -> HFModel:
         """The bare transformer inside a task model (``model.bert``, ``model.model``...)."""
         raise NotImplementedError
 
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
+    def blocks(self, model: HFModel) -> nn.ModuleList:
         """The ordered transformer blocks of ``model``."""
         raise NotImplementedError
 
-    def embeddings(self, model: nn.Module) -> nn.Module:
+    def embeddings(self, model: HFModel) -> nn.Module:
         """A module holding the input embeddings (part of the head segment)."""
         raise NotImplementedError
 
-    def embed(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, model: HFModel, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B x S, int64) -> block-0 input hidden states (B x S x d)."""
         raise NotImplementedError
 
-    def block_context(self, model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> BlockContext:
+    def block_context(
+        self, model: HFModel, hidden: torch.Tensor, attention_mask: torch.Tensor
+    ) -> BlockContext:
         """Rebuild the per-block attention context from the 2-D mask."""
         raise NotImplementedError
 
@@ -73,7 +82,7 @@ class Family:
         """One block: hidden (B x S x d) -> hidden (B x S x d)."""
         raise NotImplementedError
 
-    def final_modules(self, model: nn.Module, task: Task) -> dict[str, nn.Module]:
+    def final_modules(self, model: HFModel, task: Task) -> dict[str, nn.Module]:
         """Modules after the last block (final norm, pooler, task head), by short name."""
         raise NotImplementedError
 
@@ -108,22 +117,24 @@ class BertFamily(Family):
         r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
         r"|intermediate\.dense|output\.dense)"
     )
-    task_head_modules = {"classification": ("classifier",)}
+    task_head_modules = MappingProxyType({"classification": ("classifier",)})
 
-    def backbone(self, model: nn.Module) -> nn.Module:
+    def backbone(self, model: HFModel) -> HFModel:
         prefix = getattr(model, "base_model_prefix", "bert")
         return getattr(model, prefix)  # type: ignore[no-any-return]
 
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
+    def blocks(self, model: HFModel) -> nn.ModuleList:
         return self.backbone(model).encoder.layer  # type: ignore[no-any-return]
 
-    def embeddings(self, model: nn.Module) -> nn.Module:
-        return self.backbone(model).embeddings  # type: ignore[no-any-return]
+    def embeddings(self, model: HFModel) -> nn.Module:
+        return cast(nn.Module, self.backbone(model).embeddings)
 
-    def embed(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, model: HFModel, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embeddings(model)(input_ids=input_ids)  # type: ignore[no-any-return]
 
-    def block_context(self, model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> BlockContext:
+    def block_context(
+        self, model: HFModel, hidden: torch.Tensor, attention_mask: torch.Tensor
+    ) -> BlockContext:
         mask = create_bidirectional_mask(
             config=self.backbone(model).config, inputs_embeds=hidden, attention_mask=attention_mask
         )
@@ -133,7 +144,7 @@ class BertFamily(Family):
         out = block(hidden, ctx.mask)
         return out[0] if isinstance(out, tuple) else out  # type: ignore[no-any-return]
 
-    def final_modules(self, model: nn.Module, task: Task) -> dict[str, nn.Module]:
+    def final_modules(self, model: HFModel, task: Task) -> dict[str, nn.Module]:
         if task != "classification":
             raise UnsupportedArchitectureError(f"task {task!r} is not supported for encoder models")
         pooler = self.backbone(model).pooler
@@ -157,10 +168,10 @@ class BertFamily(Family):
 class _DecoderFamily(Family):
     """Shared final stage of decoder families: final norm, then score (pooled) or LM head."""
 
-    task_head_modules = {"classification": ("score",), "causal_lm": ()}
+    task_head_modules = MappingProxyType({"classification": ("score",), "causal_lm": ()})
     norm_name = "norm"
 
-    def final_modules(self, model: nn.Module, task: Task) -> dict[str, nn.Module]:
+    def final_modules(self, model: HFModel, task: Task) -> dict[str, nn.Module]:
         norm = getattr(self.backbone(model), self.norm_name)
         head = model.score if task == "classification" else model.lm_head
         return {"norm": norm, "head": head}  # type: ignore[dict-item]
@@ -186,21 +197,25 @@ class LlamaFamily(_DecoderFamily):
 
     name = "llama"
     model_types = ("llama", "mistral", "qwen2")
-    lora_target_regex = r".*\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+    lora_target_regex = (
+        r".*\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+    )
 
-    def backbone(self, model: nn.Module) -> nn.Module:
+    def backbone(self, model: HFModel) -> HFModel:
         return model.model  # type: ignore[return-value]
 
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
+    def blocks(self, model: HFModel) -> nn.ModuleList:
         return self.backbone(model).layers  # type: ignore[no-any-return]
 
-    def embeddings(self, model: nn.Module) -> nn.Module:
+    def embeddings(self, model: HFModel) -> nn.Module:
         return self.backbone(model).embed_tokens  # type: ignore[no-any-return]
 
-    def embed(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, model: HFModel, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embeddings(model)(input_ids)  # type: ignore[no-any-return]
 
-    def block_context(self, model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> BlockContext:
+    def block_context(
+        self, model: HFModel, hidden: torch.Tensor, attention_mask: torch.Tensor
+    ) -> BlockContext:
         backbone = self.backbone(model)
         position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         mask = create_causal_mask(
@@ -232,23 +247,25 @@ class Gpt2Family(_DecoderFamily):
     fan_in_fan_out = True
     norm_name = "ln_f"
 
-    def backbone(self, model: nn.Module) -> nn.Module:
+    def backbone(self, model: HFModel) -> HFModel:
         return model.transformer  # type: ignore[return-value]
 
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
+    def blocks(self, model: HFModel) -> nn.ModuleList:
         return self.backbone(model).h  # type: ignore[no-any-return]
 
-    def embeddings(self, model: nn.Module) -> nn.Module:
+    def embeddings(self, model: HFModel) -> nn.Module:
         backbone = self.backbone(model)
         return nn.ModuleDict({"wte": backbone.wte, "wpe": backbone.wpe})
 
-    def embed(self, model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, model: HFModel, input_ids: torch.Tensor) -> torch.Tensor:
         backbone = self.backbone(model)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         hidden = backbone.wte(input_ids) + backbone.wpe(positions)
         return backbone.drop(hidden)  # type: ignore[no-any-return]
 
-    def block_context(self, model: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> BlockContext:
+    def block_context(
+        self, model: HFModel, hidden: torch.Tensor, attention_mask: torch.Tensor
+    ) -> BlockContext:
         position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         mask = create_causal_mask(
             config=self.backbone(model).config,

@@ -40,7 +40,7 @@ class TaskModel:
     lora: LoraParams
 
     @property
-    def hf_model(self) -> nn.Module:
+    def hf_model(self) -> Any:
         """The underlying transformers model (LoRA layers injected in place)."""
         return self.peft_model.base_model.model  # type: ignore[no-any-return]
 
@@ -69,7 +69,7 @@ def lora_config(family: Family, task: Task, params: LoraParams) -> LoraConfig:
         target = rf".*\.{_blocks_attr(family)}\.\d+\..*({names})"
     return LoraConfig(
         r=params.rank,
-        lora_alpha=params.alpha,
+        lora_alpha=params.alpha,  # type: ignore[arg-type]  # peft accepts floats
         lora_dropout=params.dropout,
         target_modules=target,
         modules_to_save=list(family.task_head_modules.get(task, ())) or None,
@@ -83,7 +83,7 @@ def _blocks_attr(family: Family) -> str:
 
 
 def wrap_with_lora(
-    hf_model: nn.Module,
+    hf_model: Any,
     tokenizer: PreTrainedTokenizerBase | None,
     task: Task,
     lora: LoraParams,
@@ -109,9 +109,7 @@ def wrap_with_lora(
             if ".lora_A." in name:
                 bound = 1.0 / math.sqrt(param.shape[1])
                 param.copy_(torch.rand(param.shape, generator=generator) * 2 * bound - bound)
-            elif ".lora_B." in name:
-                param.zero_()
-            elif name.endswith("bias"):
+            elif ".lora_B." in name or name.endswith("bias"):
                 param.zero_()
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
@@ -147,7 +145,9 @@ def load_task_model(
     if task == "classification":
         if num_labels is None or num_labels < 2:
             raise ModelError(f"classification needs num_labels >= 2, got {num_labels}")
-        hf_model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels, **kwargs)
+        hf_model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, num_labels=num_labels, **kwargs
+        )
     elif task == "causal_lm":
         hf_model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     else:

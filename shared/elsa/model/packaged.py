@@ -216,6 +216,7 @@ def _build(
         (tmp_dir / SOURCE_MARKER_NAME).write_text(
             json.dumps(dict(fingerprint), indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
+        _make_readable(tmp_dir)
         if target.exists():
             stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=parent))
             target.rename(stale / target.name)
@@ -227,6 +228,13 @@ def _build(
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info("converted %s", target, extra={"duration_s": round(time.perf_counter() - started_s, 2)})
+
+
+def _make_readable(directory: Path) -> None:
+    """Give ``directory`` mode 0755 and its files 0644 (``mkdtemp`` and some writers use 0700/0600)."""
+    directory.chmod(0o755)
+    for path in directory.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _convert_gguf_to_hf(gguf: Path, out_dir: Path) -> None:

@@ -75,7 +75,9 @@ class Segment(nn.Module):
         names = self.trainable_names()
         missing = [k for k in names if k not in state]
         if missing:
-            raise AdapterMismatchError(f"adapter state lacks {len(missing)} keys of this segment, e.g. {missing[:2]}")
+            raise AdapterMismatchError(
+                f"adapter state lacks {len(missing)} keys of this segment, e.g. {missing[:2]}"
+            )
         params = {name: state[key] for key, name in names.items()}
         return functional_call(self, params, args, strict=False)  # type: ignore[no-any-return]
 
@@ -110,7 +112,9 @@ class TailSegment(Segment):
         modules = task_model.family.final_modules(task_model.hf_model, task_model.task)
         self.final = nn.ModuleDict(modules)
 
-    def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Upper-cut hidden (B x S x d) -> logits (B x C, or B x S x V for causal LM)."""
         tm = self.task_model
         hidden = self.run_blocks(hidden, attention_mask)
@@ -180,7 +184,9 @@ class SplitModel:
         unknown = sorted(set(state) - set(names))
         missing = sorted(set(names) - set(state))
         if unknown or missing:
-            raise AdapterMismatchError(f"adapter keys differ from the model: missing {missing[:3]}, unknown {unknown[:3]}")
+            raise AdapterMismatchError(
+                f"adapter keys differ from the model: missing {missing[:3]}, unknown {unknown[:3]}"
+            )
         params = dict(self._whole.named_parameters())
         for key, name in names.items():
             if tuple(params[name].shape) != tuple(state[key].shape):

@@ -106,11 +106,11 @@ class DeviceStepper:
         upper = upper_received.detach().to(torch.float32).requires_grad_(True)
         logits = self.tail.run(self.state, upper, batch.input_ids, batch.attention_mask)
         loss = task_loss(self.tail.task_model.task, logits, batch.labels)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         if upper.grad is None:
             raise ConflictError("no gradient reached the upper cut")
         lower_grad = link.backward(step, upper.grad)
-        lower.backward(lower_grad.to(lower.dtype))
+        lower.backward(lower_grad.to(lower.dtype))  # type: ignore[no-untyped-call]
         if apply:
             self.optimizer.step()
         return float(loss.detach())
@@ -167,7 +167,7 @@ class EdgeStepper:
         _, x, upper = self._pending
         self._pending = None
         self.optimizer.zero_grad(set_to_none=True)
-        upper.backward(upper_grad.to(upper.dtype))
+        upper.backward(upper_grad.to(upper.dtype))  # type: ignore[no-untyped-call]
         if x.grad is None:
             raise ConflictError("no gradient reached the lower cut")
         if apply:

@@ -25,6 +25,7 @@ __all__ = [
     "ForwardResponse",
     "Message",
     "TensorName",
+    "WireCount",
     "WireId",
 ]
 
@@ -37,6 +38,9 @@ MAX_TENSOR_NAME_LENGTH: Final = 512
 
 WireId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 """A non-empty id string of at most :data:`MAX_ID_LENGTH` characters."""
+
+WireCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""A non-negative integer that fits msgpack's int64 (steps, rounds, versions, counts)."""
 
 TensorName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TENSOR_NAME_LENGTH)]
 """A non-empty adapter tensor name of at most :data:`MAX_TENSOR_NAME_LENGTH` characters."""
@@ -57,7 +61,7 @@ class ForwardRequest(Message):
     kind: ClassVar[str] = "forward_request"
 
     session_id: WireId = Field(description="Split-training session of this device on this edge.")
-    step: int = Field(ge=0, description="Training step within the session, from 0.")
+    step: WireCount = Field(description="Training step within the session, from 0.")
     activations: TensorPayload = Field(
         description="Lower-cut hidden states, shape (batch, seq_len, hidden), floating wire dtype."
     )
@@ -72,7 +76,7 @@ class ForwardResponse(Message):
     kind: ClassVar[str] = "forward_response"
 
     session_id: WireId = Field(description="Split-training session this answers.")
-    step: int = Field(ge=0, description="Training step this answers, equal to the request's.")
+    step: WireCount = Field(description="Training step this answers, equal to the request's.")
     activations: TensorPayload = Field(
         description="Upper-cut hidden states, shape (batch, seq_len, hidden), floating wire dtype."
     )
@@ -84,7 +88,7 @@ class BackwardRequest(Message):
     kind: ClassVar[str] = "backward_request"
 
     session_id: WireId = Field(description="Split-training session of this device on this edge.")
-    step: int = Field(ge=0, description="Training step whose forward pass this gradient belongs to.")
+    step: WireCount = Field(description="Training step whose forward pass this gradient belongs to.")
     grad: TensorPayload = Field(
         description="d loss / d upper-cut activations, shape (batch, seq_len, hidden), floating."
     )
@@ -96,7 +100,7 @@ class BackwardResponse(Message):
     kind: ClassVar[str] = "backward_response"
 
     session_id: WireId = Field(description="Split-training session this answers.")
-    step: int = Field(ge=0, description="Training step this answers, equal to the request's.")
+    step: WireCount = Field(description="Training step this answers, equal to the request's.")
     grad: TensorPayload = Field(
         description="d loss / d lower-cut activations, shape (batch, seq_len, hidden), floating."
     )
@@ -109,8 +113,8 @@ class AdapterUpdate(Message):
 
     node_id: WireId = Field(description="Node (device or edge) that trained this adapter.")
     run_id: WireId = Field(description="Fine-tuning run the adapter belongs to.")
-    round: int = Field(ge=0, description="Edge or cloud round the update is for, from 0.")
-    num_examples: int = Field(ge=0, description="Training examples behind the update (aggregation weight).")
+    round: WireCount = Field(description="Edge or cloud round the update is for, from 0.")
+    num_examples: WireCount = Field(description="Training examples behind the update (aggregation weight).")
     tensors: dict[TensorName, TensorPayload] = Field(
         description="Adapter tensors by name keyed by global block index, e.g. "
         "'blocks.3.attention.self.query.lora_A.weight'."
@@ -126,8 +130,8 @@ class AdapterBroadcast(Message):
     kind: ClassVar[str] = "adapter_broadcast"
 
     run_id: WireId = Field(description="Fine-tuning run the adapter belongs to.")
-    round: int = Field(ge=0, description="Round whose aggregation produced this adapter.")
-    version: int = Field(ge=0, description="Adapter version, increasing within the run.")
+    round: WireCount = Field(description="Round whose aggregation produced this adapter.")
+    version: WireCount = Field(description="Adapter version, increasing within the run.")
     tensors: dict[TensorName, TensorPayload] = Field(
         description="Adapter tensors by name keyed by global block index."
     )

@@ -94,9 +94,7 @@ class TensorPayload(BaseModel):
     are not inspected here (NaN/Inf are checked by :func:`from_payload`).
     """
 
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
     dtype: str = Field(
         description="Element type: one of float32, float16, bfloat16, int64, int32, uint8, bool.",
@@ -193,8 +191,8 @@ def _check_shape(shape: tuple[int, ...], expected_shape: tuple[int | None, ...])
         want is None or want == got for got, want in zip(shape, expected_shape, strict=False)
     )
     if not ok:
-        pretty = tuple("*" if d is None else d for d in expected_shape)
-        raise TensorError(f"tensor shape {shape} does not match expected {pretty}")
+        pretty = ", ".join("*" if d is None else str(d) for d in expected_shape)
+        raise TensorError(f"tensor shape {shape} does not match expected ({pretty})")
 
 
 def _to_torch(arr: np.ndarray, dtype_name: str, target: torch.dtype | None) -> torch.Tensor:
@@ -236,9 +234,7 @@ def from_payload(
         raise TensorError(f"unknown tensor dtype {p.dtype!r}")
     numel = math.prod(p.shape)
     if max_elements is not None and numel > max_elements:
-        raise PayloadTooLargeError(
-            f"tensor of shape {p.shape} has {numel} elements, limit is {max_elements}"
-        )
+        raise PayloadTooLargeError(f"tensor of shape {p.shape} has {numel} elements, limit is {max_elements}")
     if expected_shape is not None:
         _check_shape(p.shape, expected_shape)
     if len(p.data) != numel * spec.itemsize:
@@ -247,9 +243,8 @@ def from_payload(
         )
     if numel == 0:
         return torch.empty(p.shape, dtype=dtype if dtype is not None else spec.torch_dtype)
-    if p.dtype == "bool":
-        if int(np.frombuffer(p.data, dtype=np.uint8).max()) > 1:
-            raise TensorError("bool tensor contains bytes other than 0 and 1")
+    if p.dtype == "bool" and int(np.frombuffer(p.data, dtype=np.uint8).max()) > 1:
+        raise TensorError("bool tensor contains bytes other than 0 and 1")
     arr = np.frombuffer(p.data, dtype=np.dtype(spec.numpy_le)).reshape(p.shape)
     if spec.is_floating and not allow_nonfinite:
         _check_finite(arr, p.dtype)

@@ -1,0 +1,17 @@
+# Thin wrappers over scripts/: the scripts are the source of truth (CI runs .ci/run -> scripts/test.sh).
+.PHONY: setup test lint demo
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	bash scripts/test.sh
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+demo: setup
+	.venv/bin/elsa simulate --config configs/default.yaml
