@@ -7,11 +7,8 @@ setup:
 test:
 	bash scripts/test.sh
 
-lint: setup
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
-	.venv/bin/mypy
-	.venv/bin/lint-imports
+lint:
+	bash scripts/test.sh --lint-only
 
 demo: setup
 	.venv/bin/elsa simulate --config configs/default.yaml

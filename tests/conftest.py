@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from transformers import (
@@ -16,6 +17,7 @@ from transformers import (
 )
 
 from elsa.model.loading import TaskModel, wrap_with_lora
+from elsa.model.split import SplitModel
 from elsa.params import LoraParams, Task
 
 VOCAB = 97
@@ -91,3 +93,12 @@ def tiny_batch(
     else:
         labels = ids.masked_fill(mask == 0, -100)
     return ids, mask, labels
+
+
+@pytest.fixture(scope="session")
+def minilm_model() -> SplitModel:
+    """The packaged all-MiniLM-L6-v2 as a 5-class classifier with LoRA (loaded once)."""
+    from elsa.model.loading import load_task_model
+    from elsa.model.packaged import minilm_dir
+
+    return SplitModel(load_task_model(minilm_dir(), "classification", num_labels=5, seed=0))

@@ -24,7 +24,6 @@ from transformers.masking_utils import create_bidirectional_mask, create_causal_
 from elsa.errors import UnsupportedArchitectureError
 from elsa.params import Task
 
-
 #: transformers models are structured dynamically (attribute names differ per family), so the
 #: family code treats them as ``Any`` and narrows at its return points.
 HFModel = Any

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,

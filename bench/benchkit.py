@@ -1,0 +1,109 @@
+"""What every ELSA benchmark script shares: thread setup, machine description, result files, tables.
+
+Scripts in ``bench/`` run as ``python bench/<name>.py``, so this module is imported by its bare
+name (``bench/`` is the script's directory, hence on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from rich.console import Console
+from rich.table import Table
+
+RESULTS_DIR = Path(__file__).parent / "results"
+REPO_ROOT = Path(__file__).parent.parent
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity set), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_torch_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (default: every usable core); returns the count."""
+    count = threads if threads is not None else usable_cores()
+    torch.set_num_threads(count)
+    return torch.get_num_threads()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine and software a result was measured on (no hostname or user names)."""
+    freq = psutil.cpu_freq()
+    return {
+        "cpu_count_logical": os.cpu_count(),
+        "cpu_count_physical": psutil.cpu_count(logical=False),
+        "usable_cores": usable_cores(),
+        "cpu_model": _cpu_model(),
+        "cpu_max_mhz": None if freq is None else round(freq.max or freq.current),
+        "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "peft": _version("peft"),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def write_results(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    return float(statistics.median(values))
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """(25th, 75th) percentile; both equal the value for fewer than two samples."""
+    if len(values) < 2:
+        return float(values[0]), float(values[0])
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return float(q[0]), float(q[2])
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A right-aligned rich table on stdout (plain text when stdout is not a terminal)."""
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(file=sys.stdout, width=max(100, Console().width)).print(table)
