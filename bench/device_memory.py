@@ -1,13 +1,14 @@
 """Benchmark: resident memory per extra simulated device (DESIGN §7.6; target ≈ adapter size).
 
 For each device count N, a fresh subprocess builds ``Simulation.from_config`` for one edge with N
-devices (IID, ``--examples-per-device`` training examples each, a small test split), runs one
-split-training step per device so that every device and edge session holds its gradients and
-AdamW state, collects garbage and reads its RSS with psutil (also after ``malloc_trim(0)``,
-which hands freed heap pages back to the OS, and the USS). RSS vs N is fitted by least squares;
-the slope is the memory one more device costs. It is compared with the adapter size (4 bytes x
-numel of the device + edge-session adapter keys), adapter + gradient + AdamW moments (4 x that)
-and a full fp32 copy of the MiniLM task model.
+devices (IID, ``--examples-per-device`` training examples each, a small test split) and runs one
+cloud round of one local step per device. Right after the last device's step (from the run's
+progress callback), when every device and edge session of the round holds its adapter tensors,
+gradients and AdamW state, it collects garbage and reads its RSS with psutil (also after
+``malloc_trim(0)``, which hands freed heap pages back to the OS, and the USS). RSS vs N is fitted
+by least squares; the slope is the memory one more device costs. It is compared with the adapter
+size (4 bytes x numel of the device + edge-session adapter keys), adapter + gradient + AdamW
+moments (4 x that) and a full fp32 copy of the MiniLM task model.
 
 Device counts run in separate processes, interleaved across repeats (N1, N2, ... then reversed).
 
@@ -22,6 +23,7 @@ import ctypes
 import ctypes.util
 import gc
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,10 +56,15 @@ def _malloc_trim() -> bool:
 
 
 def measure_child(args: argparse.Namespace) -> dict[str, Any]:
-    """Build a simulation with ``args.child`` devices, step each once, and measure this process."""
+    """Simulate one cloud round of one step on ``args.child`` devices and measure this process.
+
+    The measurement is taken from the run's progress callback right after the last device's
+    step, when every device and every edge session of the round holds its adapter tensors,
+    gradients and AdamW state (only ``Simulation``'s public API is used).
+    """
     from transformers.utils import logging as hf_logging
 
-    from elsa.model.adapters import state_numel
+    from elsa.model.adapters import select, state_numel
     from elsa.runtime.config import RunConfig, parse_config
     from elsa.runtime.simulation import Simulation
 
@@ -78,49 +85,51 @@ def measure_child(args: argparse.Namespace) -> dict[str, Any]:
                 "max_train_examples": args.examples_per_device * n,
                 "max_test_examples": args.test_examples,
             },
+            "train": {**defaults["train"], "cloud_rounds": 1, "edge_rounds": 1, "local_steps": 1},
         }
     )
     proc = psutil.Process()
     sim = Simulation.from_config(cfg, run_id=f"mem-{n}")
     gc.collect()
     rss_built = proc.memory_info().rss
-    train = cfg.train_params()
-    for device in sim.devices:
-        device.train_steps(1, train.batch_size, 0)
-    gc.collect()
-    rss = proc.memory_info().rss
-    trimmed = _malloc_trim()
-    rss_trimmed = proc.memory_info().rss
-    uss = proc.memory_full_info().uss
+    measured: dict[str, Any] = {}
+    trained: list[str] = []
 
-    edge, _members = sim.edges[0]
-    segments = sim.devices[0].segments
-    device_numel = state_numel(sim.devices[0].stepper.state)
-    session_numel = state_numel(dict(next(iter(edge.sessions.values())).state))
+    def on_event(name: str, fields: dict[str, Any]) -> None:
+        if name != "device_trained":
+            return
+        trained.append(str(fields["device"]))
+        if len(trained) < n:
+            return
+        gc.collect()
+        measured["rss_bytes"] = proc.memory_info().rss
+        measured["rss_bytes_trimmed"] = proc.memory_info().rss if _malloc_trim() else None
+        measured["uss_bytes"] = proc.memory_full_info().uss
+        measured["adam_param_states_devices"] = sum(len(d.stepper.optimizer.state) for d in sim.devices)
+
+    sim.run(on_event)
+    if "rss_bytes" not in measured:
+        raise RuntimeError(f"expected {n} device_trained events, got {len(trained)}")
+
+    segments = sim.split_model.segments(cfg.split_params())
     model = sim.split_model.task_model.peft_model
     data_bytes = sum(
         int(t.numel() * t.element_size())
         for d in sim.devices
         for t in (d.data.input_ids, d.data.attention_mask, d.data.labels)
     )
-    adam_states = sum(len(d.stepper.optimizer.state) for d in sim.devices) + sum(
-        len(s.optimizer.state) for s in edge.sessions.values()
-    )
     return {
         "devices": n,
         "rss_bytes_built": rss_built,
-        "rss_bytes": rss,
-        "rss_bytes_trimmed": rss_trimmed if trimmed else None,
-        "uss_bytes": uss,
+        **measured,
         "threads": threads,
         "device_keys": len(segments.device_keys()),
         "edge_keys": len(segments.edge_keys()),
-        "device_adapter_numel": device_numel,
-        "session_adapter_numel": session_numel,
+        "device_adapter_numel": state_numel(select(sim.global_state, segments.device_keys())),
+        "session_adapter_numel": state_numel(select(sim.global_state, segments.edge_keys())),
         "model_params_total": sum(int(p.numel()) for p in model.parameters()),
         "model_params_frozen": sum(int(p.numel()) for p in model.parameters() if not p.requires_grad),
         "train_data_bytes_per_device": data_bytes / n,
-        "adam_param_states": adam_states,
         "examples_per_device": [d.num_examples for d in sim.devices],
     }
 
@@ -142,7 +151,8 @@ def run_child(n: int, args: argparse.Namespace) -> dict[str, Any]:
     ]
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **dict(item.split("=", 1) for item in args.child_env)}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"child for N={n} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -211,6 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "repeats": args.repeats,
             "threads": threads,
             "quick": args.quick,
+            "child_env": args.child_env,
         },
         "model": {
             "params_total": first["model_params_total"],
@@ -274,6 +285,13 @@ def main() -> None:
     parser.add_argument("--examples-per-device", type=int, default=40)
     parser.add_argument("--test-examples", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--child-env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the measured processes, e.g. MALLOC_MMAP_THRESHOLD_=131072",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

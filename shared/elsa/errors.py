@@ -124,3 +124,26 @@ class UnavailableError(ElsaError):
 
     code = "unavailable"
     http_status = 503
+
+
+def _all_subclasses(cls: type[ElsaError]) -> list[type[ElsaError]]:
+    out: list[type[ElsaError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_from_code(code: str, detail: str, http_status: int) -> ElsaError:
+    """Rebuild a typed error from a peer's ``{"error": code, "detail": ...}`` answer."""
+    candidates: list[type[ElsaError]] = [ElsaError, *_all_subclasses(ElsaError)]
+    for cls in candidates:
+        if cls.code == code:
+            return cls(detail)
+    if http_status == 404:
+        return NotFoundError(detail)
+    if http_status in (401, 403):
+        return AuthError(detail)
+    if http_status >= 500:
+        return UnavailableError(detail)
+    return ElsaError(f"{code}: {detail}")

@@ -320,3 +320,14 @@ def resolve_model_dir(name_or_path: str, cache_dir: Path | None = None) -> Path:
         f"unknown model {name_or_path!r}: use one of {accepted}, or the path of a local directory "
         f"containing config.json (models are never downloaded)"
     )
+
+
+def model_type_of(name_or_path: str) -> str:
+    """The ``model_type`` of a named or local model without loading (or converting) weights."""
+    import json
+
+    key = name_or_path.strip().lower()
+    if key in SMOLLM2_NAMES:
+        return "llama"
+    path = minilm_dir() if key in MINILM_NAMES else resolve_model_dir(name_or_path)
+    return str(json.loads((path / "config.json").read_text(encoding="utf-8"))["model_type"])

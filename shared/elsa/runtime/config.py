@@ -25,6 +25,7 @@ class ModelSection(_Section):
 
     name: str = Field("minilm", description="'minilm', 'smollm2' or a local Hugging Face model directory")
     task: Literal["classification", "causal_lm"] = "classification"
+    num_labels: int | None = Field(None, ge=2, description="classes; None = derived from the dataset")
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16.0, gt=0)
     lora_targets: tuple[str, ...] | None = Field(
@@ -85,6 +86,17 @@ class RunConfig(_Section):
     def num_devices(self) -> int:
         """Total devices = edges x devices_per_edge."""
         return self.topology.edges * self.topology.devices_per_edge
+
+    def resolved_num_labels(self) -> int | None:
+        """Classes of the task head: explicit, or known for the packaged datasets."""
+        if self.model.task != "classification":
+            return None
+        if self.model.num_labels is not None:
+            return self.model.num_labels
+        known = {"bbc_news": 5, "rotten_tomatoes": 2}
+        if self.data.dataset in known:
+            return known[self.data.dataset]
+        raise ConfigError(f"model.num_labels is required for dataset {self.data.dataset!r}")
 
     def lora_params(self) -> LoraParams:
         """The LoRA parameters of this run."""

@@ -1,25 +1,21 @@
-"""Simulated devices and edges (DESIGN §1, §6): the same steppers the services use.
+"""A device's private data and training loop (DESIGN §1, §6), shared by both runtimes.
 
-A :class:`SimDevice` holds its private partition (tokenised once, never shared), its head/tail
-adapter tensors and optimizer. A :class:`SimEdge` holds one body-adapter session per assigned
-device over the shared frozen body, and aggregates its devices (DESIGN §2.8). Base weights are
-shared by reference: an extra simulated device costs only its adapters and optimizer state.
+A :class:`DeviceNode` holds its private partition (tokenised once, never shared), its head/tail
+adapter tensors and optimizer, and a link to its edge session. Base weights are shared by
+reference: an extra simulated device costs only its adapters and optimizer state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from elsa.aggregate import weighted_mean
-from elsa.model.adapters import AdapterState, select
+from elsa.errors import ConflictError
 from elsa.model.split import Segments
-from elsa.model.training import Batch, DeviceStepper, EdgeStepper
-from elsa.params import TrainParams
-from elsa.runtime.transport import ADAPTERS_DOWN, ADAPTERS_UP, ByteCounter, InMemoryCutLink, ship_adapter
+from elsa.model.training import Batch, CutLink, DeviceStepper, task_loss
 
 
 @dataclass
@@ -45,29 +41,7 @@ class DeviceData:
 
 
 @dataclass
-class SimEdge:
-    """An edge: split sessions (one body-adapter copy per device) and edge aggregation."""
-
-    edge_id: str
-    train: TrainParams
-    sessions: dict[str, EdgeStepper] = field(default_factory=dict)
-
-    def open_session(
-        self, device_id: str, segments: Segments, start: Mapping[str, torch.Tensor]
-    ) -> EdgeStepper:
-        """Create (or replace) the body session of a device, starting from ``start``."""
-        stepper = EdgeStepper.create(segments.body, start, self.train)
-        self.sessions[device_id] = stepper
-        return stepper
-
-    def load_model(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load an aggregated model into every session's body copy."""
-        for stepper in self.sessions.values():
-            stepper.load(state)
-
-
-@dataclass
-class SimDevice:
+class DeviceNode:
     """A device: private data, head/tail adapters, and a link to its edge session."""
 
     device_id: str
@@ -75,7 +49,7 @@ class SimDevice:
     segments: Segments
     stepper: DeviceStepper
     rng: np.random.Generator
-    link: InMemoryCutLink | None = None
+    link: CutLink | None = None
     _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _cursor: int = 0
 
@@ -95,10 +69,15 @@ class SimDevice:
         self._cursor += size
         return self.data.batch(index)
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The adapter keys this device trains (head + tail)."""
+        return tuple(self.stepper.state)
+
     def train_steps(self, steps: int, batch_size: int, first_step: int) -> list[float]:
         """``steps`` split-training steps through the link; returns the losses."""
         if self.link is None:
-            raise RuntimeError(f"device {self.device_id} has no edge link")
+            raise ConflictError(f"device {self.device_id} has no edge link")
         return [
             self.stepper.step(first_step + i, self.next_batch(batch_size), self.link) for i in range(steps)
         ]
@@ -108,46 +87,25 @@ class SimDevice:
         self.stepper.load(state)
 
 
-def aggregate_edge(
-    edge: SimEdge,
-    devices: Sequence[SimDevice],
-    *,
-    run_id: str,
-    round_index: int,
-    counter: ByteCounter,
-) -> tuple[AdapterState, int]:
-    """Edge aggregation (DESIGN §2.8): example-weighted mean of its devices' full adapters.
+@torch.no_grad()
+def evaluate_device(device: DeviceNode, data: DeviceData, batch_size: int = 32) -> dict[str, float]:
+    """Split inference of the device's current model on ``data`` through its edge link.
 
-    A device's full adapter = its head/tail tensors (uploaded through the codec) + its session's
-    body tensors (already on the edge). Returns the edge model and its total example count; the
-    model is broadcast back to the devices and sessions (bytes counted).
+    Returns ``{"loss", "accuracy"}`` (accuracy for classification only). Used by device agents
+    for local evaluation: the body runs on the edge, so this exercises the real path.
     """
-    pairs: list[tuple[AdapterState, float]] = []
-    total = 0
-    for device in devices:
-        received, n = ship_adapter(
-            device.stepper.state,
-            node_id=device.device_id,
-            run_id=run_id,
-            round_index=round_index,
-            num_examples=device.num_examples,
-            kind=ADAPTERS_UP,
-            counter=counter,
-        )
-        body = {k: v.detach() for k, v in edge.sessions[device.device_id].state.items()}
-        pairs.append(({**received, **body}, float(n)))
-        total += n
-    model = weighted_mean(pairs)
-    edge.load_model(model)
-    for device in devices:
-        down, _ = ship_adapter(
-            select(model, device.stepper.state.keys()),
-            node_id=edge.edge_id,
-            run_id=run_id,
-            round_index=round_index,
-            num_examples=total,
-            kind=ADAPTERS_DOWN,
-            counter=counter,
-        )
-        device.load_model(down)
-    return model, total
+    if device.link is None:
+        raise ConflictError(f"device {device.device_id} has no edge link")
+    task = device.segments.tail.task_model.task
+    total, correct, count = 0.0, 0, 0
+    for start in range(0, len(data), batch_size):
+        batch = data.batch(np.arange(start, min(start + batch_size, len(data))))
+        logits = device.stepper.predict(batch, device.link)
+        total += float(task_loss(task, logits, batch.labels)) * batch.size
+        count += batch.size
+        if task == "classification":
+            correct += int((logits.argmax(dim=-1) == batch.labels).sum())
+    out = {"loss": total / max(count, 1)}
+    if task == "classification":
+        out["accuracy"] = correct / max(count, 1)
+    return out

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from elsa.aggregate import weighted_mean
 from elsa.data import TextDataset, dirichlet_partition, load_dataset, train_test_split
+from elsa.errors import ConfigError
 from elsa.model.adapters import AdapterState, select, state_numel
 from elsa.model.evaluate import evaluate_state
 from elsa.model.loading import TaskModel, load_task_model
@@ -28,9 +28,12 @@ from elsa.model.split import SplitModel
 from elsa.model.tokenize import causal_lm_labels, encode_texts
 from elsa.model.training import DeviceStepper
 from elsa.runtime.config import RunConfig
-from elsa.runtime.nodes import DeviceData, SimDevice, SimEdge, aggregate_edge
+from elsa.runtime.nodes import DeviceData, DeviceNode
+from elsa.runtime.rounds import EdgeRound, aggregate_edges
 from elsa.runtime.transport import (
     ADAPTERS_DOWN,
+    ADAPTERS_UP,
+    CLOUD_TO_DEVICE,
     CLOUD_TO_EDGE,
     EDGE_TO_CLOUD,
     ByteCounter,
@@ -76,15 +79,67 @@ class RunResult:
         }
 
 
-def _tokenised(task_model: TaskModel, ds: TextDataset, max_length: int) -> DeviceData:
+def tokenise_dataset(task_model: TaskModel, ds: TextDataset, max_length: int) -> DeviceData:
+    """Tokenise a dataset on the device that owns it (labels per task)."""
     if task_model.tokenizer is None:
-        raise ValueError("the task model has no tokenizer")
+        raise ConfigError("the task model has no tokenizer")
     ids, mask = encode_texts(task_model.tokenizer, ds.texts, max_length)
     if task_model.task == "classification":
-        labels = torch.as_tensor(np.asarray(ds.labels), dtype=torch.long)
+        labels = torch.tensor(np.asarray(ds.labels), dtype=torch.long)
     else:
         labels = causal_lm_labels(ids, mask)
     return DeviceData(ids, mask, labels)
+
+
+def prepare_data(
+    config: RunConfig, dataset: TextDataset | None = None
+) -> tuple[list[TextDataset], TextDataset]:
+    """Training partitions (one per device, in device order) and the capped held-out split.
+
+    Deterministic for the config's seed, so every process (simulator, device agents) derives
+    the same partition locally; a device agent keeps only its own part.
+    """
+    ds = dataset if dataset is not None else load_dataset(config.data.dataset)
+    train_ds, test_ds = train_test_split(ds, config.data.test_fraction, config.seed)
+    if config.data.max_train_examples is not None and len(train_ds) > config.data.max_train_examples:
+        keep = np.random.default_rng(config.seed).permutation(len(train_ds))[: config.data.max_train_examples]
+        train_ds = train_ds.subset(np.sort(keep))
+    if len(test_ds) > config.data.max_test_examples:
+        keep = np.random.default_rng(config.seed + 1).permutation(len(test_ds))[
+            : config.data.max_test_examples
+        ]
+        test_ds = test_ds.subset(np.sort(keep))
+    parts = dirichlet_partition(np.asarray(train_ds.labels), config.partition_params())
+    return [train_ds.subset(p) for p in parts], test_ds
+
+
+def load_run_model(config: RunConfig, num_labels: int | None) -> SplitModel:
+    """The run's model with LoRA, initialised from the run seed (identical on every node)."""
+    task_model = load_task_model(
+        resolve_model_dir(config.model.name),
+        config.model.task,
+        num_labels=num_labels if config.model.task == "classification" else None,
+        lora=config.lora_params(),
+        seed=config.seed,
+    )
+    return SplitModel(task_model)
+
+
+def make_device(
+    config: RunConfig, model: SplitModel, index: int, part: TextDataset, start: AdapterState
+) -> DeviceNode:
+    """The device with partition ``index``: tokenised data, steppers and its batch RNG."""
+    segments = model.segments(config.split_params())
+    data = tokenise_dataset(model.task_model, part, config.train.max_length)
+    stepper = DeviceStepper.create(segments.head, segments.tail, start, config.train_params())
+    return DeviceNode(
+        device_name(index), data, segments, stepper, np.random.default_rng([config.seed, index])
+    )
+
+
+def device_name(index: int) -> str:
+    """Canonical name of the device holding partition ``index``."""
+    return f"device-{index:03d}"
 
 
 class Simulation:
@@ -94,8 +149,8 @@ class Simulation:
         self,
         config: RunConfig,
         split_model: SplitModel,
-        devices: list[SimDevice],
-        edges: list[tuple[SimEdge, list[SimDevice]]],
+        devices: list[DeviceNode],
+        edges: dict[str, list[DeviceNode]],
         test_data: DeviceData,
         run_id: str,
         counter: ByteCounter,
@@ -114,53 +169,14 @@ class Simulation:
         cls, config: RunConfig, *, run_id: str = "sim", dataset: TextDataset | None = None
     ) -> Simulation:
         """Load model and data, partition the training split, create devices and edges."""
-        train = config.train_params()
-        model_dir = resolve_model_dir(config.model.name)
-        ds = dataset if dataset is not None else load_dataset(config.data.dataset)
-        train_ds, test_ds = train_test_split(ds, config.data.test_fraction, config.seed)
-        if config.data.max_train_examples is not None and len(train_ds) > config.data.max_train_examples:
-            keep = np.random.default_rng(config.seed).permutation(len(train_ds))[
-                : config.data.max_train_examples
-            ]
-            train_ds = train_ds.subset(np.sort(keep))
-        if len(test_ds) > config.data.max_test_examples:
-            keep = np.random.default_rng(config.seed + 1).permutation(len(test_ds))[
-                : config.data.max_test_examples
-            ]
-            test_ds = test_ds.subset(np.sort(keep))
-        task_model = load_task_model(
-            model_dir,
-            config.model.task,
-            num_labels=ds.num_classes if config.model.task == "classification" else None,
-            lora=config.lora_params(),
-            seed=config.seed,
-        )
-        split_model = SplitModel(task_model)
-        segments = split_model.segments(config.split_params())
+        parts, test_ds = prepare_data(config, dataset)
+        split_model = load_run_model(config, test_ds.num_classes)
         start = split_model.initial_state()
-        parts = dirichlet_partition(np.asarray(train_ds.labels), config.partition_params())
-        devices: list[SimDevice] = []
-        for i, part in enumerate(parts):
-            data = _tokenised(task_model, train_ds.subset(part), train.max_length)
-            stepper = DeviceStepper.create(segments.head, segments.tail, start, train)
-            devices.append(
-                SimDevice(f"device-{i:03d}", data, segments, stepper, np.random.default_rng([config.seed, i]))
-            )
-        sim_edges: list[tuple[SimEdge, list[SimDevice]]] = []
-        transport = config.transport_params()
+        devices = [make_device(config, split_model, i, part, start) for i, part in enumerate(parts)]
         per = config.topology.devices_per_edge
-        counter = ByteCounter()
-        for e in range(config.topology.edges):
-            edge = SimEdge(f"edge-{e}", train)
-            members = devices[e * per : (e + 1) * per]
-            for device in members:
-                session = edge.open_session(device.device_id, segments, start)
-                device.link = InMemoryCutLink(
-                    f"{device.device_id}@{edge.edge_id}", session, transport, counter
-                )
-            sim_edges.append((edge, members))
-        test_data = _tokenised(task_model, test_ds, train.max_length)
-        return cls(config, split_model, devices, sim_edges, test_data, run_id, counter)
+        edges = {f"edge-{e}": devices[e * per : (e + 1) * per] for e in range(config.topology.edges)}
+        test_data = tokenise_dataset(split_model.task_model, test_ds, config.train.max_length)
+        return cls(config, split_model, devices, edges, test_data, run_id, ByteCounter())
 
     def evaluate(self, state: AdapterState | None = None) -> dict[str, float]:
         """Loss (and accuracy) of ``state`` (default: the global model) on the held-out split."""
@@ -173,64 +189,96 @@ class Simulation:
             d.labels,
         )
 
+    def _ship(
+        self, state: AdapterState, node_id: str, round_index: int, n: int, kind: str
+    ) -> tuple[AdapterState, int]:
+        return ship_adapter(
+            state,
+            node_id=node_id,
+            run_id=self.run_id,
+            round_index=round_index,
+            num_examples=n,
+            kind=kind,
+            counter=self.counter,
+        )
+
+    def run_cloud_round(self, cloud_round: int, emit: EventSink) -> list[float]:
+        """One cloud round (DESIGN §2): broadcast, tau2 edge rounds of tau1 steps, aggregation."""
+        train = self.config.train_params()
+        segments = self.split_model.segments(self.config.split_params())
+        transport = self.config.transport_params()
+        losses: list[float] = []
+        rounds: dict[str, EdgeRound] = {}
+        for edge_id, members in self.edges.items():
+            received, _ = self._ship(self.global_state, "cloud", cloud_round, 0, CLOUD_TO_EDGE)
+            er = EdgeRound(self.run_id, cloud_round, tuple(d.device_id for d in members), received, train)
+            for device in members:
+                down, _ = self._ship(
+                    select(self.global_state, device.keys), "cloud", cloud_round, 0, CLOUD_TO_DEVICE
+                )
+                device.load_model(down)
+                session = er.open_session(device.device_id, segments)
+                device.link = InMemoryCutLink(
+                    f"{device.device_id}@{edge_id}", session, transport, self.counter
+                )
+            rounds[edge_id] = er
+        for edge_round in range(train.edge_rounds):
+            for edge_id, members in self.edges.items():
+                er = rounds[edge_id]
+                for device in members:
+                    step0 = ((cloud_round - 1) * train.edge_rounds + edge_round) * train.local_steps
+                    device_losses = device.train_steps(train.local_steps, train.batch_size, step0)
+                    losses.extend(device_losses)
+                    up, n = self._ship(
+                        device.stepper.state, device.device_id, cloud_round, device.num_examples, ADAPTERS_UP
+                    )
+                    er.submit(device.device_id, edge_round, up, n)
+                    emit(
+                        "device_trained",
+                        {
+                            "cloud_round": cloud_round,
+                            "edge_round": edge_round + 1,
+                            "device": device.device_id,
+                            "loss": float(np.mean(device_losses)),
+                        },
+                    )
+                er.aggregate(edge_round)
+                for device in members:
+                    down, _ = self._ship(
+                        er.device_model(device.device_id, edge_round, device.keys),
+                        edge_id,
+                        cloud_round,
+                        0,
+                        ADAPTERS_DOWN,
+                    )
+                    device.load_model(down)
+            emit("edge_round_done", {"cloud_round": cloud_round, "edge_round": edge_round + 1})
+        uploads: dict[str, tuple[AdapterState, float]] = {}
+        for edge_id, er in rounds.items():
+            model, total = er.final_model()
+            received, n = self._ship(model, edge_id, cloud_round, total, EDGE_TO_CLOUD)
+            uploads[edge_id] = (received, float(n))
+        self.global_state = aggregate_edges(uploads)
+        return losses
+
     def run(self, on_event: EventSink | None = None) -> RunResult:
         """Run every cloud round; ``on_event`` receives progress events. Returns the result."""
-        emit = on_event or (lambda _name, _fields: None)
-        train = self.config.train_params()
+        emit: EventSink = on_event or (lambda _name, _fields: None)
         started = time.perf_counter()
         initial = self.evaluate()
         rounds = [RoundMetrics(0, None, initial["loss"], initial.get("accuracy"), {}, 0.0)]
         emit("evaluated", {"cloud_round": 0, **initial})
-        step = 0
-        for cloud_round in range(1, train.cloud_rounds + 1):
+        for cloud_round in range(1, self.config.train.cloud_rounds + 1):
             round_started = time.perf_counter()
-            self._broadcast_global(cloud_round)
-            losses: list[float] = []
-            edge_models: list[tuple[AdapterState, float]] = []
-            for edge_round in range(1, train.edge_rounds + 1):
-                for edge, members in self.edges:
-                    for device in members:
-                        device_losses = device.train_steps(train.local_steps, train.batch_size, step)
-                        losses.extend(device_losses)
-                        emit(
-                            "device_trained",
-                            {
-                                "cloud_round": cloud_round,
-                                "edge_round": edge_round,
-                                "device": device.device_id,
-                                "loss": float(np.mean(device_losses)),
-                                "steps": train.local_steps,
-                            },
-                        )
-                    step += train.local_steps
-                    model, total = aggregate_edge(
-                        edge, members, run_id=self.run_id, round_index=cloud_round, counter=self.counter
-                    )
-                    if edge_round == train.edge_rounds:
-                        edge_models.append((model, float(total)))
-                emit("edge_round_done", {"cloud_round": cloud_round, "edge_round": edge_round})
-            uploaded: list[tuple[AdapterState, float]] = []
-            for (edge, _members), (edge_model, weight) in zip(self.edges, edge_models, strict=True):
-                received, n = ship_adapter(
-                    edge_model,
-                    node_id=edge.edge_id,
-                    run_id=self.run_id,
-                    round_index=cloud_round,
-                    num_examples=int(weight),
-                    kind=EDGE_TO_CLOUD,
-                    counter=self.counter,
-                )
-                uploaded.append((received, float(n)))
-            self.global_state = weighted_mean(uploaded)
+            losses = self.run_cloud_round(cloud_round, emit)
             metrics = self.evaluate()
-            wall = time.perf_counter() - round_started
             result = RoundMetrics(
                 cloud_round,
                 float(np.mean(losses)),
                 metrics["loss"],
                 metrics.get("accuracy"),
                 self.counter.snapshot_and_reset(),
-                wall,
+                time.perf_counter() - round_started,
             )
             rounds.append(result)
             emit("cloud_round_done", asdict(result))
@@ -242,31 +290,6 @@ class Simulation:
             adapter_numel=state_numel(self.global_state),
             wall_s=time.perf_counter() - started,
         )
-
-    def _broadcast_global(self, cloud_round: int) -> None:
-        """Cloud -> edges -> devices/sessions: everyone starts the round from the global model."""
-        for edge, members in self.edges:
-            received, _ = ship_adapter(
-                self.global_state,
-                node_id="cloud",
-                run_id=self.run_id,
-                round_index=cloud_round,
-                num_examples=0,
-                kind=CLOUD_TO_EDGE,
-                counter=self.counter,
-            )
-            edge.load_model(received)
-            for device in members:
-                down, _ = ship_adapter(
-                    select(received, device.stepper.state.keys()),
-                    node_id=edge.edge_id,
-                    run_id=self.run_id,
-                    round_index=cloud_round,
-                    num_examples=0,
-                    kind=ADAPTERS_DOWN,
-                    counter=self.counter,
-                )
-                device.load_model(down)
 
     def export_adapter(self, out_dir: Path) -> Path:
         """Write the global adapter as a standard PEFT directory."""

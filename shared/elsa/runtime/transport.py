@@ -38,6 +38,7 @@ ADAPTERS_UP = "adapters_device_to_edge"
 ADAPTERS_DOWN = "adapters_edge_to_device"
 EDGE_TO_CLOUD = "adapters_edge_to_cloud"
 CLOUD_TO_EDGE = "adapters_cloud_to_edge"
+CLOUD_TO_DEVICE = "adapters_cloud_to_device"
 
 
 @dataclass

@@ -1,0 +1,262 @@
+"""Rewrite the results blocks of ``bench/README.md`` from the JSON files in ``bench/results/``.
+
+Each study has a marked block in the README::
+
+    <!-- results:NAME -->
+    ... generated, never edited by hand ...
+    <!-- /results:NAME -->
+
+and this script replaces the inside of every block whose ``results/NAME.json`` exists with
+tables rendered from it. Blocks without a result file are left as they are.
+
+Usage: ``python bench/render_readme.py [--readme bench/README.md] [--results bench/results]
+[--check]`` (``--check`` exits with status 1 when the README is not up to date, writing nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+MIB = 2**20
+
+Renderer = Callable[[dict[str, Any]], list[str]]
+
+
+def md_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A GitHub-flavoured markdown table (first column left-aligned, the rest right-aligned)."""
+    lines = ["| " + " | ".join(columns) + " |"]
+    lines.append("|" + "|".join([":---", *(["---:"] * (len(columns) - 1))]) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def machine_line(record: dict[str, Any]) -> str:
+    """One line naming the hardware and software of a result."""
+    m = record.get("machine")
+    if not isinstance(m, dict):  # older result files (e.g. wire_frames) carry two flat keys
+        return f"Machine: {record.get('machine', '?')}, torch {record.get('torch', '?')}."
+    load = m.get("load_avg_1m_at_start")
+    return (
+        f"Machine: {m.get('cpu_model') or m.get('arch')}, {m['usable_cores']} usable cores "
+        f"({m['cpu_count_logical']} logical), {m['memory_total_gib']} GiB RAM, {m['os']}; "
+        f"Python {m['python']}, torch {m['torch']} with {m['torch_threads']} threads, "
+        f"transformers {m['transformers']}, peft {m['peft']}"
+        + (f"; 1-min load average {load} at start (shared machine)." if load is not None else ".")
+    )
+
+
+def render_split_overhead(r: dict[str, Any]) -> list[str]:
+    p = r["params"]
+    rows = []
+    for name, row in r["results"].items():
+        ratio = row.get("ratio_mono_over_split")
+        rows.append(
+            [
+                name,
+                f"{row['median_ms']:.1f}",
+                f"{row['q1_ms']:.1f} – {row['q3_ms']:.1f}",
+                "–" if ratio is None else f"**{ratio:.3f}**",
+                "–" if ratio is None else f"{row['paired_ratio_median']:.3f}",
+            ]
+        )
+    lines = [
+        f"Batch {p['batch_size']} × {p['seq_len']} tokens, cut h{p['split']['head_blocks']}/t{p['split']['tail_blocks']}, "
+        f"LoRA rank {p['lora']['rank']}; {p['warmup_steps']} warm-up steps per variant, then {p['repeats']} "
+        f"interleaved repeats × {p['steps_per_repeat']} steps (medians over repeats). "
+        f"Target: mono/split ≥ {r['target']['ratio_mono_over_split_min']}.",
+        "",
+        *md_table(
+            ["variant", "median ms/step", "IQR ms", "mono/split (ratio of medians)", "paired ratio (median)"],
+            rows,
+        ),
+    ]
+    phases: dict[str, dict[str, float]] = r.get("phases_median_ms") or {}
+    if phases:
+        variants = list(phases)
+        names = list(next(iter(phases.values())))
+        lines += [
+            "",
+            f"Split step by phase (median ms over {p['repeats'] * p.get('phase_steps_per_repeat', 1)} "
+            "instrumented steps; *codec* = cast + msgpack encode + decode of both messages of the exchange):",
+            "",
+            *md_table(
+                ["phase", *variants],
+                [[n, *(f"{phases[v][n]:.1f}" for v in variants)] for n in names]
+                + [["sum", *(f"{sum(phases[v].values()):.1f}" for v in variants)]],
+            ),
+        ]
+    wire = r.get("wire_bytes_per_step")
+    if wire:
+        lines += [
+            "",
+            "Wire bytes per step (4 messages): " + ", ".join(f"{k} {v:,}" for k, v in wire.items()) + ".",
+        ]
+    return lines
+
+
+def render_simulate_default(r: dict[str, Any]) -> list[str]:
+    e, c = r["runs"]["elsa"], r["runs"]["centralized"]
+    rows = [
+        ["devices", str(e["devices"]), str(c["devices"])],
+        ["optimizer steps (total)", str(e["optimizer_steps_total"]), str(c["optimizer_steps_total"])],
+        ["examples seen (total)", str(e["examples_seen_total"]), str(c["examples_seen_total"])],
+        ["wall time s", f"{e['wall_s_median']:.1f}", f"{c['wall_s_median']:.1f}"],
+        ["peak RSS MiB", f"{e['peak_rss_bytes_max'] / MIB:.0f}", f"{c['peak_rss_bytes_max'] / MIB:.0f}"],
+        ["**final accuracy**", f"**{e['final_accuracy']:.3f}**", f"**{c['final_accuracy']:.3f}**"],
+    ]
+    rows += [
+        [f"accuracy after cloud round {i}", f"{a:.3f}", f"{b:.3f}"]
+        for i, (a, b) in enumerate(zip(e["accuracy_per_round"], c["accuracy_per_round"], strict=True))
+    ]
+    p = r["params"]
+    return [
+        f"Config `{p['config']}`{' with the --quick overrides' if p['quick'] else ''}; {p['threads']} torch "
+        f"threads; {p['repeats']} run(s) of each. Wall time = CLI process start to exit (model load "
+        "included); peak RSS = the process's kernel high-water mark (`wait4`). Centralized = "
+        + "; ".join(f"{k}: {v}" for k, v in r["centralized_changes"].items())
+        + ".",
+        "",
+        *md_table(["", "ELSA (default config)", "centralized LoRA"], rows),
+        "",
+        f"Same steps: {r['same_steps']}",
+    ]
+
+
+def render_device_memory(r: dict[str, Any]) -> list[str]:
+    by_n: dict[int, list[dict[str, Any]]] = {}
+    for s in r["samples"]:
+        by_n.setdefault(int(s["devices"]), []).append(s)
+
+    def mib_list(samples: list[dict[str, Any]], key: str) -> str:
+        values = [s[key] for s in samples if s[key] is not None]
+        return " / ".join(f"{v / MIB:.1f}" for v in values) if values else "–"
+
+    sample_rows = [
+        [str(n), mib_list(ss, "rss_bytes"), mib_list(ss, "rss_bytes_trimmed"), mib_list(ss, "uss_bytes")]
+        for n, ss in sorted(by_n.items())
+    ]
+    refs = r["references"]
+    fit_rows = [
+        [
+            f"slope of {name} (R² {fit['r2']:.3f})",
+            f"{fit['slope_bytes_per_device'] / MIB:.2f}",
+            f"{fit['slope_over_adapter']:.2f}",
+            f"{fit['slope_over_adapter_grad_adamw']:.2f}",
+            f"{fit['slope_over_model_copy']:.3f}",
+        ]
+        for name, fit in r["fits"].items()
+    ]
+    ref_rows = [
+        [
+            name,
+            f"{value / MIB:.2f}",
+            f"{value / refs['adapter_bytes']:.2f}",
+            f"{value / refs['adapter_grad_adamw_bytes']:.2f}",
+            f"{value / refs['model_copy_bytes']:.3f}",
+        ]
+        for name, value in refs.items()
+    ]
+    p, m = r["params"], r["model"]
+    return [
+        f"1 edge, N devices, IID, {p['examples_per_device']} training examples per device, "
+        f"{p['local_steps_before_measure']} step per device before measuring, {p['repeats']} process(es) per N "
+        f"(values separated by /). Adapter = {m['device_adapter_numel']:,} device + "
+        f"{m['session_adapter_numel']:,} edge-session parameters; the task model has "
+        f"{m['params_total']:,} parameters."
+        + (f" Measured processes ran with `{' '.join(p['child_env'])}`." if p.get("child_env") else ""),
+        "",
+        *md_table(["devices N", "RSS MiB", "RSS after malloc_trim MiB", "USS MiB"], sample_rows),
+        "",
+        *md_table(
+            ["per extra device", "MiB", "÷ adapter", "÷ adapter+grad+AdamW", "÷ model copy"],
+            fit_rows + ref_rows,
+        ),
+    ]
+
+
+def render_wire_frames(r: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            name,
+            f"{row['encode_ms']:.2f}",
+            f"{row['decode_ms']:.2f}",
+            f"{row['total_ms']:.2f}",
+            f"{row['speedup_vs_msgpack_bin']:.1f}×",
+        ]
+        for name, row in r["results"].items()
+    ]
+    return [
+        f"A `ForwardRequest` with {r['tensor_bytes'] / 1e6:.1f} MB of fp32 activations "
+        f"(msgpack document {r['msgpack_bytes']:,} B, frame stream {r['frames_bytes']:,} B); "
+        f"median of {r['repeats']} repeats.",
+        "",
+        *md_table(["path", "encode ms", "decode ms", "total ms", "speed-up vs msgpack bin"], rows),
+    ]
+
+
+RENDERERS: dict[str, Renderer] = {
+    "split_overhead": render_split_overhead,
+    "simulate_default": render_simulate_default,
+    "device_memory": render_device_memory,
+    "device_memory_mmap_threshold": render_device_memory,
+    "wire_frames": render_wire_frames,
+}
+
+
+def render_block(name: str, record: dict[str, Any]) -> str:
+    """The generated inside of one results block (leading and trailing newline included)."""
+    lines = [
+        f"_Generated by `bench/render_readme.py` from `bench/results/{name}.json`; do not edit by hand._",
+        "",
+        machine_line(record),
+        "",
+        *RENDERERS[name](record),
+    ]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def render_readme(text: str, results_dir: Path) -> tuple[str, list[str]]:
+    """``text`` with every block that has a result file re-rendered; returns (text, names rendered)."""
+    rendered: list[str] = []
+    for name in RENDERERS:
+        path = results_dir / f"{name}.json"
+        pattern = re.compile(rf"(<!-- results:{name} -->)(.*?)(<!-- /results:{name} -->)", re.DOTALL)
+        match = pattern.search(text)
+        if not path.is_file() or match is None:
+            continue
+        block = render_block(name, json.loads(path.read_text(encoding="utf-8")))
+        text = text[: match.start(2)] + block + text[match.end(2) :]
+        rendered.append(name)
+    return text, rendered
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
+    args = parser.parse_args()
+    old = args.readme.read_text(encoding="utf-8")
+    new, rendered = render_readme(old, args.results)
+    missing = [n for n in RENDERERS if n not in rendered]
+    if args.check:
+        if new != old:
+            print(f"{args.readme} is out of date; run python bench/render_readme.py")
+            sys.exit(1)
+        print(f"{args.readme} is up to date")
+        return
+    args.readme.write_text(new, encoding="utf-8")
+    print(f"rendered {', '.join(rendered) or 'nothing'} into {args.readme}")
+    if missing:
+        print(f"no result file or no marked block for: {', '.join(missing)}")
+
+
+if __name__ == "__main__":
+    main()

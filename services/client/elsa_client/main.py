@@ -1,0 +1,52 @@
+"""The device agent app (DESIGN §1): private data, head and tail; pulls its work from the cloud."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from elsa import __version__
+from elsa.infra.http import CloudClient
+from elsa.infra.web import install_error_handlers
+from elsa_client.routers import health
+from elsa_client.settings import ClientSettings
+from elsa_client.workflows.agent import DeviceAgent
+
+
+def create_app(settings: ClientSettings | None = None) -> FastAPI:
+    """Build the device agent app; settings come from ``ELSA_CLIENT_*`` when not given."""
+    settings = settings or ClientSettings()
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    cloud = CloudClient(settings.cloud_url, timeout_s=120.0)
+    agent = DeviceAgent(settings, cloud)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        thread: threading.Thread | None = None
+        if settings.autostart:
+            thread = threading.Thread(target=agent.run, name="device-agent", daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            agent.stop.set()
+            if thread is not None:
+                thread.join(timeout=5)
+            cloud.close()
+
+    app = FastAPI(
+        title="ELSA device agent",
+        version=__version__,
+        description="Holds a device's private data, head and tail segments; trains against its edge.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.agent = agent
+    install_error_handlers(app)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,42 @@
+"""Liveness, readiness and status of the device agent."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from elsa.wire.control import Health
+from elsa_client.workflows.agent import DeviceAgent
+
+router = APIRouter(tags=["health"])
+
+
+def _agent(request: Request) -> DeviceAgent:
+    agent: DeviceAgent = request.app.state.agent
+    return agent
+
+
+@router.get("/health", response_model=Health, summary="Liveness")
+def health(request: Request) -> Health:
+    """The process is up."""
+    return Health(status="ok", service="client", node_id=_agent(request).status.node_id)
+
+
+@router.get("/ready", response_model=Health, summary="Readiness: joined the cloud")
+def ready(request: Request) -> Health:
+    """Ready once joined."""
+    node_id = _agent(request).status.node_id
+    return Health(
+        status="ok" if node_id else "degraded",
+        service="client",
+        node_id=node_id,
+        checks={"cloud": "joined" if node_id else "not joined"},
+    )
+
+
+@router.get("/status", summary="What this device is doing")
+def status(request: Request) -> dict[str, Any]:
+    """Phase, run/round, assigned edge, link probes and last metrics (never data or tensors)."""
+    return asdict(_agent(request).status)

@@ -1,0 +1,216 @@
+"""The device agent's loop (DESIGN §2.1, §2.7-2.9): join, probe edges, pull tasks, train.
+
+Raw text and labels stay here; only cut tensors (to the edge) and adapters leave the process.
+The data partition is derived locally from the run configuration and this device's partition
+index, exactly as the simulation runtime derives it, so both runtimes train the same model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from elsa.errors import ElsaError, UnavailableError
+from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink, encode_state
+from elsa.model.adapters import select
+from elsa.runtime.config import RunConfig, parse_config
+from elsa.runtime.nodes import DeviceData, DeviceNode, evaluate_device
+from elsa.runtime.simulation import load_run_model, make_device, prepare_data, tokenise_dataset
+from elsa.wire import AdapterUpdate
+from elsa.wire.control import JoinRequest, LinkProbe, MetricsReport, ResourceReport, Task
+from elsa_client.settings import ClientSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceRun:
+    """This device's state for one run (kept across its cloud rounds)."""
+
+    config: RunConfig
+    device: DeviceNode
+    test: DeviceData
+    initial: dict[str, torch.Tensor]
+
+
+@dataclass
+class AgentStatus:
+    """What ``/status`` shows."""
+
+    node_id: str | None = None
+    phase: str = "starting"
+    run_id: str | None = None
+    round: int | None = None
+    edge_url: str | None = None
+    examples: int | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    last_error: str | None = None
+
+
+class DeviceAgent:
+    """Runs in a background thread for the life of the device process."""
+
+    def __init__(self, settings: ClientSettings, cloud: CloudClient) -> None:
+        self.settings = settings
+        self.cloud = cloud
+        self.status = AgentStatus()
+        self.runs: dict[str, DeviceRun] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Join, probe, then pull and execute tasks until stopped."""
+        self._join()
+        self._probe_edges()
+        seq = 0
+        while not self.stop.is_set():
+            self.status.phase = "polling"
+            try:
+                seq, task = self.cloud.next_task(seq, self.settings.poll_wait_s)
+            except UnavailableError:
+                self.stop.wait(1.0)
+                continue
+            except ElsaError as exc:
+                self.status.last_error = f"{exc.code}: {exc.detail}"
+                self.stop.wait(1.0)
+                continue
+            try:
+                self.handle(task)
+            except ElsaError as exc:
+                self.status.last_error = f"{exc.code}: {exc.detail}"
+                logger.warning(
+                    "task failed", extra={"error": exc.code, "run_id": task.run_id, "round": task.round}
+                )
+
+    def _join(self) -> None:
+        request = JoinRequest(
+            join_secret=self.settings.join_secret,
+            role="device",
+            name=self.settings.device_name,
+            memory_bytes=self.settings.memory_bytes,
+        )
+        while not self.stop.is_set():
+            try:
+                joined = self.cloud.join(request)
+            except UnavailableError:
+                self.stop.wait(1.0)
+                continue
+            self.status.node_id = joined.node_id
+            logger.info("joined cloud", extra={"node_id": joined.node_id})
+            return
+
+    def _probe_edges(self) -> None:
+        """Measure RTT and throughput to every edge and report them (DESIGN §2.1)."""
+        self.status.phase = "probing"
+        probes: list[LinkProbe] = []
+        try:
+            edges = self.cloud.edges()
+        except ElsaError:
+            edges = []
+        for edge in edges:
+            client = EdgeClient(str(edge["url"]), timeout_s=30.0, retries=1)
+            try:
+                rtt, throughput = client.ping(self.settings.probe_bytes)
+                probes.append(LinkProbe(edge_id=str(edge["node_id"]), rtt_s=rtt, throughput_bps=throughput))
+            except ElsaError:
+                continue
+            finally:
+                client.close()
+        self.status.links = [p.model_dump() for p in probes]
+        memory = min(self.settings.memory_bytes, int(psutil.virtual_memory().available))
+        try:
+            self.cloud.report_resources(ResourceReport(memory_bytes=memory, links=probes))
+        except ElsaError as exc:
+            self.status.last_error = f"{exc.code}: {exc.detail}"
+
+    def handle(self, task: Task) -> None:
+        """Act on one task."""
+        if task.kind == "train" and task.run_id and task.round is not None and task.config is not None:
+            self.train_round(task, task.run_id, task.round, task.config)
+        elif task.kind == "stop" and task.run_id:
+            self.runs.pop(task.run_id, None)
+            self.status.phase = "idle"
+
+    def _ensure_run(self, run_id: str, raw_config: dict[str, Any]) -> DeviceRun:
+        if run_id in self.runs:
+            return self.runs[run_id]
+        self.status.phase = "loading"
+        config = parse_config(raw_config, source=f"run {run_id}")
+        parts, test_ds = prepare_data(config)
+        index = self.settings.partition_index
+        if index >= len(parts):
+            raise ElsaError(f"partition index {index} >= {len(parts)} devices of run {run_id}")
+        model = load_run_model(config, config.resolved_num_labels())
+        initial = model.initial_state()
+        device = make_device(config, model, index, parts[index], initial)
+        local_test = test_ds.subset(np.arange(index, len(test_ds), len(parts)))
+        test = tokenise_dataset(model.task_model, local_test, config.train.max_length)
+        run = DeviceRun(config, device, test, select(initial, device.keys))
+        self.runs[run_id] = run
+        self.status.examples = device.num_examples
+        return run
+
+    def train_round(self, task: Task, run_id: str, round_index: int, raw_config: dict[str, Any]) -> None:
+        """One cloud round: start model, tau2 edge rounds of tau1 steps, local evaluation, report."""
+        run = self._ensure_run(run_id, raw_config)
+        config, device = run.config, run.device
+        self.status.phase, self.status.run_id, self.status.round = "training", run_id, round_index
+        self.status.edge_url = task.edge_url
+        if not task.edge_url or not task.session_token:
+            raise ElsaError("train task without an edge or session token")
+        started = time.perf_counter()
+        cloud_bytes = 0
+        if task.version:
+            start = self.cloud.global_adapter(run_id, task.version, keys=list(device.keys))
+            cloud_bytes = sum(int(v.numel()) * 4 for v in start.values())
+            device.load_model(select(start, device.keys))
+        else:
+            device.load_model(run.initial)
+        edge = EdgeClient(task.edge_url, timeout_s=300.0)
+        try:
+            session_id = edge.open_session(run_id, round_index, device.device_id, task.session_token)
+            device.link = HttpCutLink(edge, session_id, config.transport_params())
+            metrics: dict[str, float] = {}
+            if self.settings.evaluate and task.version:
+                self.status.phase = "evaluating"
+                for name, value in evaluate_device(device, run.test, self.settings.eval_batch_size).items():
+                    metrics[f"start_{name}"] = value
+            losses: list[float] = []
+            train = config.train_params()
+            for edge_round in range(train.edge_rounds):
+                self.status.phase = f"training edge round {edge_round + 1}/{train.edge_rounds}"
+                step0 = ((round_index - 1) * train.edge_rounds + edge_round) * train.local_steps
+                losses.extend(device.train_steps(train.local_steps, train.batch_size, step0))
+                update = AdapterUpdate(
+                    node_id=device.device_id,
+                    run_id=run_id,
+                    round=round_index,
+                    num_examples=device.num_examples,
+                    tensors=encode_state(device.stepper.state),
+                    loss=float(np.mean(losses)),
+                )
+                edge.submit(session_id, edge_round, update)
+                self.status.phase = f"waiting for edge round {edge_round + 1}"
+                model = edge.edge_model(session_id, edge_round, 20.0, self.settings.edge_model_wait_s)
+                device.load_model(model)
+            metrics["train_loss"] = float(np.mean(losses))
+            if self.settings.evaluate:
+                self.status.phase = "evaluating"
+                for name, value in evaluate_device(device, run.test, self.settings.eval_batch_size).items():
+                    metrics[f"eval_{name}"] = value
+            metrics["round_s"] = time.perf_counter() - started
+            counts = dict(edge.counts)
+            counts["adapters_cloud_to_device"] = cloud_bytes
+            self.cloud.report(MetricsReport(run_id=run_id, round=round_index, metrics=metrics, bytes=counts))
+            self.status.last_metrics = metrics
+        finally:
+            edge.close()
+            device.link = None
+        self.status.phase = "idle"

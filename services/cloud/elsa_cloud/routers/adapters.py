@@ -1,0 +1,137 @@
+"""Adapters and reports: edge models in, global versions out, device metrics (DESIGN §2.9)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+
+from elsa.errors import AdapterMismatchError, AuthError, ConflictError, ForbiddenError, NotFoundError
+from elsa.infra.web import ERROR_RESPONSES, bearer_token, msgpack_response, read_body, same_secret, token_hash
+from elsa.wire import AdapterBroadcast, AdapterUpdate, decode, encode, from_payload, to_payload
+from elsa.wire.control import Ack, MetricsReport
+from elsa_cloud.deps import DeviceDep, EdgeDep, SettingsDep, StateDep
+from elsa_cloud.state import CloudState
+from elsa_cloud.workflows.coordinator import now
+from elsa_cloud.workflows.vault import load_version, version_dir
+
+router = APIRouter(prefix="/v1/runs/{run_id}", tags=["adapters"], responses=ERROR_RESPONSES)
+
+
+async def _global_state(
+    state: CloudState, settings_dir: object, run_id: str, version: int
+) -> dict[str, torch.Tensor]:
+    cached = state.adapter_cache.get((run_id, version))
+    if cached is not None:
+        return cached
+    record = await state.store.get_adapter_version(run_id, version)
+    if record is None:
+        raise NotFoundError(f"run {run_id} has no adapter version {version}")
+    from pathlib import Path
+
+    loaded = await run_in_threadpool(load_version, Path(str(settings_dir)), run_id, version, record.sha256)
+    state.adapter_cache[(run_id, version)] = loaded
+    return loaded
+
+
+@router.get(
+    "/adapters/{version}",
+    summary="A global adapter version (msgpack AdapterBroadcast)",
+    responses={200: {"content": {"application/msgpack": {}}}},
+)
+async def get_adapter(
+    run_id: str,
+    version: int,
+    request: Request,
+    state: StateDep,
+    settings: SettingsDep,
+    keys: Annotated[str | None, Query(description="comma-separated subset of adapter keys")] = None,
+) -> Response:
+    """For nodes (bearer token) and operators (admin token). Checksum-verified on read."""
+    token = bearer_token(request)
+    if (
+        not same_secret(token, settings.admin_token)
+        and await state.store.node_by_token_hash(token_hash(token)) is None
+    ):
+        raise AuthError("unknown token")
+    tensors = await _global_state(state, settings.adapter_dir, run_id, version)
+    wanted = list(tensors) if not keys else keys.split(",")
+    unknown = [k for k in wanted if k not in tensors]
+    if unknown:
+        raise NotFoundError(f"version {version} has no keys {unknown[:3]}")
+    message = AdapterBroadcast(
+        run_id=run_id,
+        round=version,
+        version=version,
+        tensors={k: to_payload(tensors[k], "fp32") for k in wanted},
+    )
+    return msgpack_response(encode(message))
+
+
+@router.get("/adapters/{version}/peft/{filename}", summary="Download a PEFT file of a version (operator)")
+async def get_peft_file(
+    run_id: str, version: int, filename: str, request: Request, settings: SettingsDep
+) -> FileResponse:
+    """``adapter_config.json`` or ``adapter_model.safetensors``."""
+    if not same_secret(bearer_token(request), settings.admin_token):
+        raise ForbiddenError("operator endpoints need the admin token")
+    if filename not in ("adapter_config.json", "adapter_model.safetensors"):
+        raise NotFoundError(f"no file {filename!r}; use adapter_config.json or adapter_model.safetensors")
+    path = version_dir(settings.adapter_dir, run_id, version) / filename
+    if not path.is_file():
+        raise NotFoundError(f"run {run_id} has no adapter version {version}")
+    return FileResponse(path)
+
+
+@router.post("/rounds/{round_index}/edge-models", response_model=Ack, summary="An edge's model for a round")
+async def upload_edge_model(
+    run_id: str, round_index: int, request: Request, edge: EdgeDep, state: StateDep, settings: SettingsDep
+) -> Ack:
+    """msgpack ``AdapterUpdate`` from the edge itself, for the round in progress. Keys and
+    shapes must agree with the run's other models; non-finite values are rejected."""
+    body = await read_body(request, settings.max_body_bytes)
+    update = decode(body, AdapterUpdate, max_bytes=settings.max_body_bytes)
+    if update.run_id != run_id or update.round != round_index:
+        raise ConflictError("update does not match the URL's run and round")
+    if update.node_id != edge.node_id and update.node_id != edge.name:
+        raise ForbiddenError("an edge may only upload its own model")
+    key = (run_id, round_index)
+    if key not in state.uploads:
+        raise ConflictError(f"round {round_index} of run {run_id} is not collecting edge models")
+    tensors = {k: from_payload(p, dtype=torch.float32) for k, p in update.tensors.items()}
+    reference = next(iter(state.uploads[key].values()), None)
+    if reference is not None:
+        ref = reference[0]
+        if sorted(ref) != sorted(tensors) or any(ref[k].shape != tensors[k].shape for k in ref):
+            raise AdapterMismatchError("edge model keys/shapes differ from the other edges' models")
+    if edge.node_id in state.uploads[key]:
+        raise ConflictError(f"edge {edge.node_id} already uploaded round {round_index}")
+    state.uploads[key][edge.node_id] = (tensors, float(update.num_examples))
+    await state.store.record_bytes(
+        run_id, round_index, edge.node_id, "adapters_edge_to_cloud", len(body), now()
+    )
+    await state.store.record_participation(run_id, round_index, edge.node_id, "edge", "submitted", "", now())
+    return Ack()
+
+
+@router.post("/rounds/{round_index}/reports", response_model=Ack, summary="A device's round report")
+async def report(
+    run_id: str, round_index: int, body: MetricsReport, device: DeviceDep, state: StateDep
+) -> Ack:
+    """Losses, local evaluation and byte counts of one device for one round."""
+    if body.run_id != run_id or body.round != round_index:
+        raise ConflictError("report does not match the URL's run and round")
+    if await state.store.get_round(run_id, round_index) is None:
+        raise NotFoundError(f"run {run_id} has no round {round_index}")
+    await state.store.record_metrics(run_id, round_index, device.node_id, body.metrics, now())
+    for kind, nbytes in body.bytes.items():
+        if nbytes < 0:
+            raise ConflictError("byte counts must be >= 0")
+        await state.store.record_bytes(run_id, round_index, device.node_id, kind, nbytes, now())
+    await state.store.record_participation(
+        run_id, round_index, device.node_id, "device", "reported", "", now()
+    )
+    return Ack()

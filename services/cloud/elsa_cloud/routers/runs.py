@@ -1,0 +1,169 @@
+"""Runs: creation, control and the operator's view of rounds, metrics and assignments."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import defaultdict
+from typing import Any, Literal
+
+from fastapi import APIRouter
+
+from elsa.errors import ConflictError, NotFoundError
+from elsa.infra.records import RunRecord
+from elsa.infra.web import ERROR_RESPONSES
+from elsa.runtime.config import parse_config
+from elsa.wire.control import RoundView, RunCreate, RunView
+from elsa_cloud.deps import AdminDep, SettingsDep, StateDep
+from elsa_cloud.settings import CloudSettings
+from elsa_cloud.state import CloudState
+from elsa_cloud.workflows.coordinator import Coordinator, now
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
+
+
+async def run_view(state: CloudState, record: RunRecord) -> RunView:
+    """The operator's view of a run."""
+    latest = await state.store.latest_adapter_version(record.run_id)
+    return RunView(
+        run_id=record.run_id,
+        name=record.name,
+        state=record.state,
+        current_round=record.current_round,
+        cloud_rounds=record.cloud_rounds,
+        latest_version=latest.version if latest else None,
+        created_at=record.created_at,
+        config=record.config,
+    )
+
+
+def start_coordinator(state: CloudState, settings: CloudSettings, run_id: str) -> None:
+    """Run the run's coordinator as a background task (one per run)."""
+    existing = state.coordinators.get(run_id)
+    if existing is not None and not existing.done():
+        return
+    state.coordinators[run_id] = asyncio.create_task(
+        Coordinator(state, settings, run_id).run(), name=f"run-{run_id}"
+    )
+
+
+async def _require_run(state: CloudState, run_id: str) -> RunRecord:
+    record = await state.store.get_run(run_id)
+    if record is None:
+        raise NotFoundError(f"unknown run {run_id}")
+    return record
+
+
+@router.post("", response_model=RunView, status_code=201, summary="Start a fine-tuning run")
+async def create_run(body: RunCreate, _: AdminDep, state: StateDep, settings: SettingsDep) -> RunView:
+    """Validates the configuration (422 naming the bad field), stores the run and starts it."""
+    config = parse_config(body.config, source="config")
+    config.resolved_num_labels()
+    run_id = f"{config.name}-{secrets.token_hex(4)}"
+    record = await state.store.create_run(
+        run_id, config.name, config.model_dump(mode="json"), config.train.cloud_rounds, now()
+    )
+    record = await state.store.set_run_state(run_id, "running", updated_at=now())
+    start_coordinator(state, settings, run_id)
+    return await run_view(state, record)
+
+
+@router.get("", response_model=list[RunView], summary="All runs")
+async def list_runs(_: AdminDep, state: StateDep) -> list[RunView]:
+    """Every run, newest last."""
+    return [await run_view(state, r) for r in await state.store.list_runs()]
+
+
+@router.get("/{run_id}", response_model=RunView, summary="One run")
+async def get_run(run_id: str, _: AdminDep, state: StateDep) -> RunView:
+    """404 for an unknown run."""
+    return await run_view(state, await _require_run(state, run_id))
+
+
+_TRANSITIONS: dict[str, tuple[set[str], str]] = {
+    "pause": ({"running"}, "paused"),
+    "resume": ({"paused"}, "running"),
+    "stop": ({"running", "paused", "created"}, "stopped"),
+}
+
+
+@router.post("/{run_id}/{action}", response_model=RunView, summary="Pause, resume or stop a run")
+async def control_run(
+    run_id: str,
+    action: Literal["pause", "resume", "stop"],
+    _: AdminDep,
+    state: StateDep,
+    settings: SettingsDep,
+) -> RunView:
+    """409 when the run's state does not allow the action."""
+    record = await _require_run(state, run_id)
+    allowed, target = _TRANSITIONS[action]
+    if record.state not in allowed:
+        raise ConflictError(f"cannot {action} a run that is {record.state}")
+    record = await state.store.set_run_state(run_id, target, updated_at=now())  # type: ignore[arg-type]
+    if target == "running":
+        start_coordinator(state, settings, run_id)
+    return await run_view(state, record)
+
+
+@router.get("/{run_id}/rounds", response_model=list[RoundView], summary="Rounds of a run")
+async def list_rounds(run_id: str, _: AdminDep, state: StateDep) -> list[RoundView]:
+    """Each round's state machine position and timestamps."""
+    await _require_run(state, run_id)
+    versions = {v.round: v.version for v in await state.store.list_adapter_versions(run_id)}
+    out = []
+    for r in await state.store.list_rounds(run_id):
+        participants = len({p.node_id for p in await state.store.list_participation(run_id, r.round)})
+        out.append(
+            RoundView(
+                run_id=run_id,
+                round=r.round,
+                state=r.state,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                participants=participants,
+                version=versions.get(r.round),
+            )
+        )
+    return out
+
+
+@router.get("/{run_id}/metrics", summary="Per-round metrics (device means) and bytes by kind")
+async def metrics(run_id: str, _: AdminDep, state: StateDep) -> dict[str, Any]:
+    """``{"rounds": [{"round", "reports", "metrics": {name: mean}, "bytes": {kind: total}}]}``."""
+    await _require_run(state, run_id)
+    values: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    reporters: dict[int, set[str]] = defaultdict(set)
+    for m in await state.store.list_metrics(run_id):
+        values[m.round][m.name].append(m.value)
+        reporters[m.round].add(m.node_id)
+    rounds = []
+    for r in await state.store.list_rounds(run_id):
+        rounds.append(
+            {
+                "round": r.round,
+                "state": r.state,
+                "reports": len(reporters.get(r.round, ())),
+                "metrics": {k: sum(v) / len(v) for k, v in sorted(values.get(r.round, {}).items())},
+                "bytes": await state.store.bytes_by_kind(run_id, r.round),
+            }
+        )
+    return {"run_id": run_id, "rounds": rounds}
+
+
+@router.get("/{run_id}/assignments", summary="Current device -> edge assignment")
+async def assignments(run_id: str, _: AdminDep, state: StateDep) -> dict[str, Any]:
+    """Live (Redis) assignment, falling back to the last SQL snapshot."""
+    await _require_run(state, run_id)
+    live = await state.live.get_assignment(run_id)
+    if not live:
+        snapshot = await state.store.latest_snapshot(run_id, "assignment")
+        live = dict(snapshot.payload.get("assignment", {})) if snapshot else {}
+    return {"run_id": run_id, "assignment": live}
+
+
+@router.get("/{run_id}/events", summary="Recent run events")
+async def events(run_id: str, _: AdminDep, state: StateDep, n: int = 50) -> list[dict[str, Any]]:
+    """Round starts/completions and other transitions, newest last."""
+    await _require_run(state, run_id)
+    return await state.live.recent_events(run_id, max(1, min(n, 1000)))

@@ -1,0 +1,50 @@
+"""The cloud's in-process state: the task board (long-poll) and pending edge uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from elsa.infra.live import LiveStore
+from elsa.infra.sql import SqlStore
+from elsa.wire.control import Task
+
+
+@dataclass
+class TaskBoard:
+    """The current task of every node, with a sequence number nodes long-poll past.
+
+    Sequence numbers start from the wall clock in milliseconds so that, after a restart, new
+    tasks still compare greater than what nodes saw before.
+    """
+
+    tasks: dict[str, tuple[int, Task]] = field(default_factory=dict)
+    _seq: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+
+    def post(self, node_id: str, task: Task) -> int:
+        """Give ``node_id`` a new task; returns its sequence number."""
+        self._seq += 1
+        self.tasks[node_id] = (self._seq, task)
+        return self._seq
+
+    def newer_than(self, node_id: str, after: int) -> tuple[int, Task] | None:
+        """The node's task if its sequence number is greater than ``after``."""
+        entry = self.tasks.get(node_id)
+        return entry if entry is not None and entry[0] > after else None
+
+
+@dataclass
+class CloudState:
+    """Stores, the task board, coordinators and the uploads of rounds in progress."""
+
+    store: SqlStore
+    live: LiveStore
+    board: TaskBoard = field(default_factory=TaskBoard)
+    coordinators: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    uploads: dict[tuple[str, int], dict[str, tuple[dict[str, torch.Tensor], float]]] = field(
+        default_factory=dict
+    )
+    adapter_cache: dict[tuple[str, int], dict[str, torch.Tensor]] = field(default_factory=dict)

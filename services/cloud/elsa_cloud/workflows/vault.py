@@ -1,0 +1,68 @@
+"""Global adapter versions on disk (DESIGN §2.9, §5): PEFT directory + ELSA-keyed weights.
+
+``<adapter_dir>/<run_id>/v<version>/`` holds ``adapter_config.json`` and
+``adapter_model.safetensors`` (standard PEFT, loadable on the unsplit model) plus
+``elsa_state.safetensors`` (the same tensors under ELSA's global-block keys, served to nodes).
+The PEFT weights' sha256 is recorded in SQL and verified on read.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from elsa.errors import ConflictError, NotFoundError
+from elsa.model.packaged import model_type_of
+from elsa.model.peft_format import ADAPTER_FILE, file_sha256, write_peft_dir
+from elsa.runtime.config import RunConfig
+
+ELSA_FILE = "elsa_state.safetensors"
+
+
+def version_dir(root: Path, run_id: str, version: int) -> Path:
+    """Folder of one version."""
+    return root / run_id / f"v{version}"
+
+
+def save_version(
+    root: Path, run_id: str, version: int, state: Mapping[str, torch.Tensor], config: RunConfig
+) -> tuple[Path, str, int]:
+    """Write a version atomically (temp folder + rename); returns (folder, sha256, bytes)."""
+    final = version_dir(root, run_id, version)
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}
+    save_file(tensors, str(tmp / ELSA_FILE))
+    model_type = _model_type(config)
+    digest = write_peft_dir(
+        tensors,
+        tmp,
+        model_type=model_type,
+        task=config.model.task,
+        lora=config.lora_params(),
+        base_model=config.model.name,
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final, digest, (final / ADAPTER_FILE).stat().st_size
+
+
+def load_version(root: Path, run_id: str, version: int, sha256: str) -> dict[str, torch.Tensor]:
+    """ELSA-keyed tensors of a stored version, after checking the PEFT weights' checksum."""
+    folder = version_dir(root, run_id, version)
+    if not (folder / ELSA_FILE).is_file():
+        raise NotFoundError(f"adapter version {version} of run {run_id} is missing on disk")
+    if file_sha256(folder / ADAPTER_FILE) != sha256:
+        raise ConflictError(f"adapter version {version} of run {run_id} fails its checksum")
+    return load_file(str(folder / ELSA_FILE))
+
+
+def _model_type(config: RunConfig) -> str:
+    return model_type_of(config.model.name)

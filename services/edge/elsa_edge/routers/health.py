@@ -1,0 +1,51 @@
+"""Liveness, readiness and status of the edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from elsa.wire.control import Health
+from elsa_edge.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness")
+def health(state: StateDep) -> Health:
+    """The process is up."""
+    return Health(status="ok", service="edge", node_id=state.node_id)
+
+
+@router.get("/ready", response_model=Health, summary="Readiness: joined the cloud")
+def ready(state: StateDep) -> Health:
+    """Ready once the edge has joined the cloud."""
+    joined = state.node_id is not None
+    return Health(
+        status="ok" if joined else "degraded",
+        service="edge",
+        node_id=state.node_id,
+        checks={"cloud": "joined" if joined else "not joined"},
+    )
+
+
+@router.get("/v1/status", summary="What this edge serves now")
+def status(state: StateDep) -> dict[str, Any]:
+    """Runs, rounds, sessions and byte counters (no tensors, no tokens)."""
+    return {
+        "node_id": state.node_id,
+        "runs": {
+            run_id: {
+                "round": served.edge_round.round_index,
+                "devices": list(served.edge_round.devices),
+                "sessions": sorted(served.edge_round.sessions),
+                "aggregated_edge_rounds": sorted(served.edge_round.models),
+                "uploaded": served.uploaded,
+            }
+            for run_id, served in state.rounds.items()
+        },
+        "bytes_in": state.bytes_in,
+        "bytes_out": state.bytes_out,
+        "last_error": state.last_error,
+    }

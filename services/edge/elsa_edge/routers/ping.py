@@ -1,0 +1,23 @@
+"""Latency and throughput probes (DESIGN §2.1): devices time these to rank edges."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from elsa.infra.web import read_body
+from elsa_edge.deps import SettingsDep
+
+router = APIRouter(tags=["probe"])
+
+
+@router.get("/v1/ping", summary="Round-trip probe")
+def ping() -> dict[str, bool]:
+    """An empty answer, for RTT."""
+    return {"ok": True}
+
+
+@router.post("/v1/ping", summary="Throughput probe")
+async def ping_payload(request: Request, settings: SettingsDep) -> dict[str, int]:
+    """Reads and discards a payload (bounded by max_body_bytes); answers its size."""
+    body = await read_body(request, settings.max_body_bytes)
+    return {"received": len(body)}

@@ -1,0 +1,249 @@
+"""Split sessions (DESIGN §2.7, §2.8): open, forward/backward frames, updates, edge models."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated, TypeVar
+
+import torch
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from elsa.errors import AdapterMismatchError, AuthError, ConflictError, NotFoundError, TensorError
+from elsa.infra.web import (
+    ERROR_RESPONSES,
+    FRAMES,
+    bearer_token,
+    msgpack_response,
+    read_body,
+    same_secret,
+    token_hash,
+    wait_until,
+)
+from elsa.wire import (
+    AdapterBroadcast,
+    AdapterUpdate,
+    BackwardRequest,
+    BackwardResponse,
+    ForwardRequest,
+    ForwardResponse,
+    FrameDecoder,
+    Message,
+    decode,
+    encode,
+    encode_frames,
+    from_payload,
+    to_payload,
+)
+from elsa_edge.deps import CloudDep, SessionDep, SettingsDep, StateDep
+from elsa_edge.state import EdgeState, ServedRound, Session
+from elsa_edge.workflows.serve import finish_edge_round
+
+M = TypeVar("M", bound=Message)
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERROR_RESPONSES)
+
+
+class OpenSession(BaseModel):
+    """A device opens its split session for a round (bearer = its session token)."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str = Field(min_length=1, max_length=128)
+    round: int = Field(ge=1)
+    device_id: str = Field(min_length=1, max_length=128)
+
+
+class SessionOpened(BaseModel):
+    """The id to use in the session's URLs."""
+
+    session_id: str
+    head_blocks: int
+    tail_blocks: int
+
+
+@router.post("", response_model=SessionOpened, summary="Open a split session")
+def open_session(body: OpenSession, request: Request, state: StateDep) -> SessionOpened:
+    """Only the device the cloud assigned to this edge (holding the round's session token) may
+    open a session; a re-open replaces the previous session of that device."""
+    token = bearer_token(request)
+    served = state.rounds.get(body.run_id)
+    if served is None or served.edge_round.round_index != body.round:
+        raise NotFoundError(f"this edge does not serve round {body.round} of run {body.run_id}")
+    expected = served.tokens.get(body.device_id)
+    if expected is None:
+        raise AuthError(f"device {body.device_id} is not assigned to this edge")
+    if not same_secret(token_hash(token), expected):
+        raise AuthError("session token does not match")
+    split = served.config.split_params()
+    with state.state_lock:
+        served.edge_round.open_session(body.device_id, served.model.segments(split))
+        for sid in [s for s, v in state.sessions.items() if v.device_id == body.device_id]:
+            del state.sessions[sid]
+        session_id = f"s-{secrets.token_hex(8)}"
+        state.sessions[session_id] = Session(session_id, body.device_id, body.run_id, body.round, expected)
+    return SessionOpened(session_id=session_id, head_blocks=split.head_blocks, tail_blocks=split.tail_blocks)
+
+
+def _frames_response(message: Message) -> Response:
+    return Response(content=b"".join(bytes(f) for f in encode_frames(message)), media_type=FRAMES)
+
+
+async def _read_one(request: Request, max_bytes: int, expected: type[M]) -> M:
+    body = await read_body(request, max_bytes)
+    decoder = FrameDecoder(expected=expected, max_message_bytes=max_bytes)
+    messages = decoder.feed(body)
+    decoder.finish()
+    if len(messages) != 1 or not isinstance(messages[0], expected):
+        raise ConflictError(f"expected exactly one {expected.kind} message, got {len(messages)}")
+    return messages[0]
+
+
+def _check_session_id(message_session: str, session: Session) -> None:
+    if message_session != session.session_id:
+        raise ConflictError("message session_id does not match the URL")
+
+
+@router.post("/{session_id}/forward", summary="Body forward (frames in, frames out)")
+async def forward(
+    session_id: str,
+    request: Request,
+    ctx: SessionDep,
+    state: StateDep,
+    settings: SettingsDep,
+    inference: Annotated[bool, Query(description="no graph kept, no training")] = False,
+) -> Response:
+    """Lower-cut activations (B x S x d, wire dtype) + mask -> upper-cut activations."""
+    session, served = ctx
+    message = await _read_one(request, settings.max_body_bytes, ForwardRequest)
+    _check_session_id(message.session_id, session)
+    hidden = served.model.task_model.hidden_size
+    lower = from_payload(message.activations, dtype=torch.float32, expected_shape=(None, None, hidden))
+    mask = from_payload(message.attention_mask, expected_shape=lower.shape[:2]).to(torch.long)
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise TensorError("attention_mask must hold 0/1")
+    stepper = served.edge_round.session(session.device_id)
+    step = -1 if inference else message.step
+
+    def compute() -> torch.Tensor:
+        with state.compute_lock:
+            return stepper.forward(step, lower, mask)
+
+    upper = await run_in_threadpool(compute)
+    state.bytes_in += len(message.activations.data)
+    reply = ForwardResponse(
+        session_id=session.session_id,
+        step=message.step,
+        activations=to_payload(upper, served.config.transport.dtype),
+    )
+    return _frames_response(reply)
+
+
+@router.post("/{session_id}/backward", summary="Body backward (frames in, frames out)")
+async def backward(
+    session_id: str, request: Request, ctx: SessionDep, state: StateDep, settings: SettingsDep
+) -> Response:
+    """Gradient at the upper cut -> gradient at the lower cut; steps the session's body LoRA."""
+    session, served = ctx
+    message = await _read_one(request, settings.max_body_bytes, BackwardRequest)
+    _check_session_id(message.session_id, session)
+    stepper = served.edge_round.session(session.device_id)
+    grad = from_payload(
+        message.grad, dtype=torch.float32, expected_shape=(None, None, served.model.task_model.hidden_size)
+    )
+
+    def compute() -> torch.Tensor:
+        with state.compute_lock:
+            return stepper.backward(message.step, grad)
+
+    lower_grad = await run_in_threadpool(compute)
+    state.bytes_in += len(message.grad.data)
+    reply = BackwardResponse(
+        session_id=session.session_id,
+        step=message.step,
+        grad=to_payload(lower_grad, served.config.transport.dtype),
+    )
+    return _frames_response(reply)
+
+
+def _device_keys(served: ServedRound) -> list[str]:
+    return list(served.model.segments(served.config.split_params()).device_keys())
+
+
+@router.post("/{session_id}/updates", summary="Submit the device's head/tail after an edge round")
+async def submit_update(
+    session_id: str,
+    request: Request,
+    ctx: SessionDep,
+    state: StateDep,
+    settings: SettingsDep,
+    cloud: CloudDep,
+    edge_round: Annotated[int, Query(ge=0)],
+) -> dict[str, bool]:
+    """msgpack ``AdapterUpdate`` with exactly the device's head/tail keys and shapes."""
+    session, served = ctx
+    body = await read_body(request, settings.max_body_bytes)
+    update = decode(body, AdapterUpdate, max_bytes=settings.max_body_bytes)
+    if (
+        update.node_id != session.device_id
+        or update.run_id != session.run_id
+        or update.round != session.round_index
+    ):
+        raise ConflictError("update does not belong to this session's device, run and round")
+    if edge_round >= served.config.train.edge_rounds:
+        raise ConflictError(
+            f"edge_round {edge_round} out of range (tau2 = {served.config.train.edge_rounds})"
+        )
+    keys = _device_keys(served)
+    if sorted(update.tensors) != sorted(keys):
+        raise AdapterMismatchError(f"update must hold exactly the device's {len(keys)} head/tail keys")
+    reference = served.edge_round.start
+    state_in = {}
+    for key in keys:
+        state_in[key] = from_payload(
+            update.tensors[key], dtype=torch.float32, expected_shape=tuple(reference[key].shape)
+        )
+    with state.state_lock:
+        served.edge_round.submit(session.device_id, edge_round, state_in, update.num_examples)
+        served.first_submit_at.setdefault(edge_round, time.monotonic())
+        complete = served.edge_round.complete(edge_round)
+    state.bytes_in += len(body)
+    if complete:
+        await run_in_threadpool(finish_edge_round, state, cloud, served, edge_round)
+    return {"ok": True}
+
+
+@router.get(
+    "/{session_id}/model",
+    summary="Long-poll the aggregated model of an edge round",
+    responses={200: {"content": {"application/msgpack": {}}}, 204: {"description": "not ready yet"}},
+)
+async def edge_model(
+    session_id: str,
+    ctx: SessionDep,
+    state: StateDep,
+    edge_round: Annotated[int, Query(ge=0)],
+    wait_s: Annotated[float, Query(ge=0, le=120)] = 20.0,
+) -> Response:
+    """``AdapterBroadcast`` of the device's head/tail keys once the edge round is aggregated."""
+    session, served = ctx
+    ready = await wait_until(lambda: edge_round in served.edge_round.models, wait_s)
+    if not ready:
+        return Response(status_code=204)
+    state_out = served.edge_round.device_model(session.device_id, edge_round, _device_keys(served))
+    message = AdapterBroadcast(
+        run_id=session.run_id,
+        round=session.round_index,
+        version=edge_round,
+        tensors={k: to_payload(v, "fp32") for k, v in state_out.items()},
+    )
+    data = encode(message)
+    state.bytes_out += len(data)
+    return msgpack_response(data)
+
+
+def edge_state_summary(state: EdgeState) -> int:
+    """Number of open sessions (for metrics)."""
+    return len(state.sessions)

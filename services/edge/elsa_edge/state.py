@@ -1,0 +1,50 @@
+"""The edge's in-memory state: loaded models per run, the current round, session tokens."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from elsa.model.split import SplitModel
+from elsa.runtime.config import RunConfig
+from elsa.runtime.rounds import EdgeRound
+
+
+@dataclass
+class Session:
+    """A device's split session for one round."""
+
+    session_id: str
+    device_id: str
+    run_id: str
+    round_index: int
+    token_hash: str
+
+
+@dataclass
+class ServedRound:
+    """What this edge serves for one cloud round of a run."""
+
+    config: RunConfig
+    model: SplitModel
+    edge_round: EdgeRound
+    tokens: dict[str, str]  # device id -> session token hash
+    opened_at: float
+    uploaded: bool = False
+    first_submit_at: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class EdgeState:
+    """Everything the edge holds. One lock serialises model execution: segments swap adapter
+    tensors into shared modules, so two forwards must not interleave."""
+
+    node_id: str | None = None
+    models: dict[str, SplitModel] = field(default_factory=dict)
+    rounds: dict[str, ServedRound] = field(default_factory=dict)  # run id -> current round
+    sessions: dict[str, Session] = field(default_factory=dict)
+    compute_lock: threading.Lock = field(default_factory=threading.Lock)
+    state_lock: threading.Lock = field(default_factory=threading.Lock)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    last_error: str | None = None

@@ -1,0 +1,155 @@
+"""The edge's background work: join the cloud, poll tasks, prepare rounds, close edge rounds
+at their deadline and upload edge models (DESIGN §2.1, §2.8, §2.9)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import torch
+
+from elsa.errors import ElsaError, UnavailableError
+from elsa.infra.http import CloudClient, encode_state
+from elsa.runtime.config import parse_config
+from elsa.runtime.rounds import EdgeRound
+from elsa.runtime.simulation import load_run_model
+from elsa.wire import AdapterUpdate
+from elsa.wire.control import JoinRequest, Task
+from elsa_edge.settings import EdgeSettings
+from elsa_edge.state import EdgeState, ServedRound
+
+logger = logging.getLogger(__name__)
+
+
+class EdgeWorker:
+    """Runs in a background thread for the life of the edge process."""
+
+    def __init__(self, settings: EdgeSettings, state: EdgeState, cloud: CloudClient) -> None:
+        self.settings = settings
+        self.state = state
+        self.cloud = cloud
+        self.stop = threading.Event()
+
+    def join(self) -> None:
+        """Register with the cloud, retrying until it answers or the worker stops."""
+        request = JoinRequest(
+            join_secret=self.settings.join_secret,
+            role="edge",
+            name=self.settings.name,
+            url=self.settings.public_url,
+            capacity=self.settings.capacity,
+        )
+        while not self.stop.is_set():
+            try:
+                joined = self.cloud.join(request)
+            except UnavailableError:
+                self.stop.wait(1.0)
+                continue
+            self.state.node_id = joined.node_id
+            logger.info("joined cloud", extra={"node_id": joined.node_id})
+            return
+
+    def run(self) -> None:
+        """Join, then poll tasks until stopped."""
+        self.join()
+        seq = 0
+        while not self.stop.is_set():
+            self.close_overdue_edge_rounds()
+            try:
+                seq, task = self.cloud.next_task(seq, self.settings.poll_wait_s)
+            except UnavailableError:
+                self.stop.wait(1.0)
+                continue
+            except ElsaError as exc:
+                self.state.last_error = f"{exc.code}: {exc.detail}"
+                logger.warning("task poll failed", extra={"error": exc.code})
+                self.stop.wait(1.0)
+                continue
+            try:
+                self.handle(task)
+            except ElsaError as exc:
+                self.state.last_error = f"{exc.code}: {exc.detail}"
+                logger.warning("task failed", extra={"error": exc.code, "run_id": task.run_id})
+
+    def handle(self, task: Task) -> None:
+        """Act on one task."""
+        if task.kind == "serve" and task.run_id and task.config is not None and task.round is not None:
+            self.prepare_round(task, task.run_id, task.round, task.config)
+        elif task.kind == "stop" and task.run_id:
+            run_id = task.run_id
+            with self.state.state_lock:
+                self.state.rounds.pop(run_id, None)
+                self.state.models.pop(run_id, None)
+                for sid in [s for s, v in self.state.sessions.items() if v.run_id == run_id]:
+                    del self.state.sessions[sid]
+
+    def prepare_round(self, task: Task, run_id: str, round_index: int, raw_config: dict[str, Any]) -> None:
+        """Load the run's model (once) and the round's start adapter; expect its devices."""
+        config = parse_config(raw_config, source=f"run {run_id}")
+        model = self.state.models.get(run_id)
+        if model is None:
+            with self.state.compute_lock:
+                model = load_run_model(config, config.resolved_num_labels())
+            self.state.models[run_id] = model
+        start = model.initial_state()
+        if task.version:
+            start.update(self.cloud.global_adapter(run_id, task.version))
+        edge_round = EdgeRound(run_id, round_index, tuple(task.devices), start, config.train_params())
+        with self.state.state_lock:
+            current = self.state.rounds.get(run_id)
+            if current is not None and current.edge_round.round_index == round_index:
+                return  # the same task re-delivered
+            self.state.rounds[run_id] = ServedRound(
+                config, model, edge_round, dict(task.session_token_hashes), time.monotonic()
+            )
+            for sid in [s for s, v in self.state.sessions.items() if v.run_id == run_id]:
+                del self.state.sessions[sid]
+        logger.info(
+            "serving round", extra={"run_id": run_id, "round": round_index, "devices": len(task.devices)}
+        )
+
+    def close_overdue_edge_rounds(self) -> None:
+        """Aggregate edge rounds whose deadline passed with the devices that submitted."""
+        now = time.monotonic()
+        for run_id, served in list(self.state.rounds.items()):
+            for edge_round, first in list(served.first_submit_at.items()):
+                if edge_round in served.edge_round.models:
+                    continue
+                if now - first > self.settings.edge_round_deadline_s:
+                    logger.warning(
+                        "closing edge round at deadline", extra={"run_id": run_id, "edge_round": edge_round}
+                    )
+                    finish_edge_round(self.state, self.cloud, served, edge_round)
+
+
+def finish_edge_round(state: EdgeState, cloud: CloudClient, served: ServedRound, edge_round: int) -> None:
+    """Aggregate an edge round; after the last one, upload the edge model to the cloud."""
+    with state.state_lock:
+        if edge_round in served.edge_round.models:
+            return
+        served.edge_round.aggregate(edge_round)
+    if edge_round == served.config.train.edge_rounds - 1 and not served.uploaded:
+        upload_edge_model(state, cloud, served)
+
+
+def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound) -> None:
+    """Send the final edge model of the round (fp32 adapter message) to the cloud."""
+    model, total = served.edge_round.final_model()
+    update = AdapterUpdate(
+        node_id=state.node_id or "edge",
+        run_id=served.edge_round.run_id,
+        round=served.edge_round.round_index,
+        num_examples=total,
+        tensors=encode_state({k: v.to(torch.float32) for k, v in model.items()}),
+        loss=None,
+    )
+    state.bytes_out += cloud.upload_edge_model(
+        served.edge_round.run_id, served.edge_round.round_index, update
+    )
+    served.uploaded = True
+    logger.info(
+        "uploaded edge model",
+        extra={"run_id": served.edge_round.run_id, "round": served.edge_round.round_index, "examples": total},
+    )
