@@ -131,6 +131,160 @@ def simulate(
     console.print(f"total wall time {result.wall_s:.1f}s")
 
 
+@app.command()
+def demo(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML run config (default: the built-in default run)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="folder for run outputs")] = Path("runs"),
+    redis_url: Annotated[
+        str | None, typer.Option(envvar="ELSA_REDIS_URL", help="use this Redis instead of an embedded server")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ELSA_DATABASE_URL", help="SQL store URL (default: SQLite file in the run folder)"
+        ),
+    ] = None,
+    startup_timeout_s: Annotated[float, typer.Option(help="how long services may take to start")] = 180.0,
+) -> None:
+    """Start cloud, edges and device agents as separate processes on loopback and run a real fine-tuning."""
+    _quiet_libraries()
+    from elsa.runtime.config import RunConfig, load_config
+    from elsa.runtime.launcher import Operator, plan_demo, running_cluster, start_services, wait_healthy
+    from elsa.runtime.report import plot_service_rounds, service_report_markdown, write_metrics
+
+    try:
+        cfg = load_config(config) if config is not None else RunConfig()
+        cfg.resolved_num_labels()
+    except ElsaError as exc:
+        console.print(f"[red]error[/] {exc.code}: {exc.detail}")
+        raise typer.Exit(2) from exc
+    demo_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (out / demo_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_demo(cfg, run_dir, redis_url, database_url)
+    started = time.perf_counter()
+    console.print(
+        f"[bold]ELSA demo[/] {demo_id}: 1 cloud, {cfg.topology.edges} edges, {cfg.num_devices} device agents "
+        f"(separate processes), model={cfg.model.name}, data={cfg.data.dataset}, {cfg.train.cloud_rounds} cloud rounds"
+    )
+    try:
+        with running_cluster(run_dir) as cluster:
+            redis = start_services(cluster, plan, run_dir)
+            console.print(
+                f"redis: {redis if redis_url else redis + ' (embedded)'}   logs: {run_dir / 'logs'}"
+            )
+            with console.status("starting services ...") as status:
+                urls = [c.url for c in cluster.children if c.url]
+                wait_healthy(
+                    urls, startup_timeout_s, lambda ok, n: status.update(f"starting services ... {ok}/{n} up")
+                )
+            console.print("Swagger UI (while the demo runs):")
+            for child in cluster.children:
+                if child.url:
+                    console.print(f"  {child.name:<11} {child.url}/docs")
+            console.print(f"operator token for the cloud API: {plan.admin_token}")
+            operator = Operator(plan.cloud_url, plan.admin_token)
+            run = operator.create_run(cfg)
+            run_id = run["run_id"]
+            console.print(f"run [cyan]{run_id}[/] created")
+            shown: set[int] = set()
+            state = run["state"]
+            with console.status("waiting for devices to join ...") as status:
+                while state in ("created", "running", "paused"):
+                    time.sleep(2.0)
+                    cluster.sample_memory()
+                    cluster.check_alive()
+                    view = operator.get(f"/v1/runs/{run_id}")
+                    state = view["state"]
+                    metrics = operator.get(f"/v1/runs/{run_id}/metrics")["rounds"]
+                    for r in metrics:
+                        if (
+                            r["state"] == "completed"
+                            and r["round"] not in shown
+                            and r["reports"] >= cfg.num_devices
+                        ):
+                            shown.add(r["round"])
+                            m = r["metrics"]
+                            console.print(
+                                f"cloud round {r['round']}/{cfg.train.cloud_rounds}: train loss {m.get('train_loss', float('nan')):.3f}"
+                                f" · accuracy {m.get('eval_accuracy', float('nan')):.3f} (devices' local test, edge model)"
+                                f" · {sum(r['bytes'].values()) / 1e6:.1f} MB moved"
+                            )
+                    status.update(
+                        f"run {state} · round {view['current_round']}/{cfg.train.cloud_rounds} · "
+                        f"{int(time.perf_counter() - started)}s"
+                    )
+            # final evaluation reports of the last round may still be in flight
+            deadline = time.monotonic() + 60
+            metrics = operator.get(f"/v1/runs/{run_id}/metrics")["rounds"]
+            while metrics and metrics[-1]["reports"] < cfg.num_devices and time.monotonic() < deadline:
+                time.sleep(1.0)
+                metrics = operator.get(f"/v1/runs/{run_id}/metrics")["rounds"]
+            view = operator.get(f"/v1/runs/{run_id}")
+            adapter_dir = None
+            if view.get("latest_version"):
+                adapter_dir = operator.download_adapter(
+                    run_id, int(view["latest_version"]), run_dir / "adapter"
+                )
+            cluster.sample_memory()
+            summary = {
+                "run_id": run_id,
+                "state": view["state"],
+                "wall_s": time.perf_counter() - started,
+                "edges": cfg.topology.edges,
+                "devices": cfg.num_devices,
+                "model": cfg.model.name,
+                "dataset": cfg.data.dataset,
+                "config": cfg.model_dump(mode="json"),
+                "rounds": metrics,
+                "rounds_sql": operator.get(f"/v1/runs/{run_id}/rounds"),
+                "peak_memory": cluster.peak_memory_by_kind(),
+                "adapter_dir": str(adapter_dir) if adapter_dir else None,
+            }
+    except ElsaError as exc:
+        console.print(f"[red]error[/] {exc.code}: {exc.detail}")
+        console.print(f"logs: {run_dir / 'logs'}")
+        raise typer.Exit(1) from exc
+    metrics_path = write_metrics(summary, run_dir)
+    plot_path = plot_service_rounds(summary["rounds"], run_dir / "metrics.png", run_id)
+    (run_dir / "report.md").write_text(service_report_markdown(summary), encoding="utf-8")
+    console.print(service_report_markdown(summary))
+    console.print(f"report:  {run_dir / 'report.md'}\nmetrics: {metrics_path}\nplot:    {plot_path}")
+    console.print(
+        f"adapter: {summary['adapter_dir']} (PEFT format; PeftModel.from_pretrained on the base model)"
+    )
+    if summary["state"] != "completed":
+        raise typer.Exit(1)
+
+
+def _serve(app_path: str, host: str, port: int) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app_path, factory=True, host=host, port=port)
+
+
+@app.command()
+def cloud(host: str = "0.0.0.0", port: int = 8000) -> None:
+    """Run the cloud coordinator (configured by ELSA_CLOUD_* variables)."""
+    _serve("elsa_cloud.main:create_app", host, port)
+
+
+@app.command()
+def edge(host: str = "0.0.0.0", port: int = 8100) -> None:
+    """Run an edge server (configured by ELSA_EDGE_* variables)."""
+    _serve("elsa_edge.main:create_app", host, port)
+
+
+@app.command()
+def client(host: str = "0.0.0.0", port: int = 8200) -> None:
+    """Run a device agent (configured by ELSA_CLIENT_* variables)."""
+    _serve("elsa_client.main:create_app", host, port)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

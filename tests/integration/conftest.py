@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 import redis
 from redis.asyncio import Redis

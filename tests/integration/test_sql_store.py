@@ -44,15 +44,19 @@ async def new_run(store: SqlStore, run_id: str = "run1", created: float = 0) -> 
 
 async def test_nodes_upsert_lookup_list_and_resources(store: SqlStore) -> None:
     edge = await store.upsert_node("e1", "edge", "edge-a", "http://e1:8000", 4, "h-e1", at(0))
-    assert edge.role == "edge" and edge.capacity == 4 and edge.resources == {}
-    assert edge.joined_at == T0 and edge.joined_at.tzinfo is not None
+    assert edge.role == "edge"
+    assert edge.capacity == 4
+    assert edge.resources == {}
+    assert edge.joined_at == T0
+    assert edge.joined_at.tzinfo is not None
     await store.upsert_node("d1", "device", "dev-a", None, None, "h-d1", at(1))
     await store.upsert_node("d0", "device", "dev-b", None, None, "h-d0", at(2))
 
     assert await store.get_node("e1") == edge
     assert await store.get_node("nope") is None
     found = await store.node_by_token_hash("h-d1")
-    assert found is not None and found.node_id == "d1"
+    assert found is not None
+    assert found.node_id == "d1"
     assert await store.node_by_token_hash("h-unknown") is None
     assert [n.node_id for n in await store.list_nodes()] == ["d0", "d1", "e1"]
     assert [n.node_id for n in await store.list_nodes("device")] == ["d0", "d1"]
@@ -63,7 +67,8 @@ async def test_nodes_upsert_lookup_list_and_resources(store: SqlStore) -> None:
     report["memory_bytes"] = 0  # the store kept its own copy
     # Re-joining rotates the token and keeps the last resource report.
     again = await store.upsert_node("d1", "device", "dev-a", None, None, "h-d1-new", at(10))
-    assert again.token_hash == "h-d1-new" and again.joined_at == at(10)
+    assert again.token_hash == "h-d1-new"
+    assert again.joined_at == at(10)
     assert again.resources == {"memory_bytes": 2**31, "links": [{"edge_id": "e1", "rtt_s": 0.01}]}
     assert await store.node_by_token_hash("h-d1") is None
 
@@ -92,18 +97,24 @@ async def test_runs_create_get_list_and_state(store: SqlStore) -> None:
     config = {"lr": 0.001, "model": {"blocks": 6}}
     created = await store.create_run("run1", "first", config, 3, at(0))
     assert (created.state, created.current_round, created.cloud_rounds) == ("created", 0, 3)
-    assert created.config == config and created.created_at == created.updated_at == T0
+    assert created.config == config
+    assert created.created_at == created.updated_at == T0
     await store.create_run("run0", "second", {}, 1, at(5))
     assert await store.get_run("run1") == created
     assert await store.get_run("nope") is None
     assert [r.run_id for r in await store.list_runs()] == ["run1", "run0"]
 
     plus_two = timezone(timedelta(hours=2))
-    running = await store.set_run_state("run1", "running", current_round=1, updated_at=at(60).astimezone(plus_two))
-    assert running.state == "running" and running.current_round == 1
-    assert running.updated_at == at(60) and running.updated_at.utcoffset() == timedelta(0)
+    running = await store.set_run_state(
+        "run1", "running", current_round=1, updated_at=at(60).astimezone(plus_two)
+    )
+    assert running.state == "running"
+    assert running.current_round == 1
+    assert running.updated_at == at(60)
+    assert running.updated_at.utcoffset() == timedelta(0)
     paused = await store.set_run_state("run1", "paused", updated_at=at(70))
-    assert paused.current_round == 1 and paused.created_at == T0
+    assert paused.current_round == 1
+    assert paused.created_at == T0
     assert await store.get_run("run1") == paused
 
 
@@ -122,7 +133,8 @@ async def test_run_errors(store: SqlStore) -> None:
     with pytest.raises(ConfigError):
         await store.create_run("", "n", {}, 1, at(0))
     run = await store.get_run("run1")
-    assert run is not None and run.state == "created"
+    assert run is not None
+    assert run.state == "created"
     assert [r.run_id for r in await store.list_runs()] == ["run1"]
 
 
@@ -148,7 +160,10 @@ async def test_round_state_machine(store: SqlStore) -> None:
     await store.set_round_state("run1", 2, "aggregating", at(70))
     await store.set_round_state("run1", 2, "abandoned", at(80))  # aggregation may be abandoned too
 
-    assert [(r.round, r.state) for r in await store.list_rounds("run1")] == [(1, "completed"), (2, "abandoned")]
+    assert [(r.round, r.state) for r in await store.list_rounds("run1")] == [
+        (1, "completed"),
+        (2, "abandoned"),
+    ]
     assert await store.get_round("run1", 1) == done
     assert await store.get_round("run1", 9) is None
     assert await store.list_rounds("ghost") == []
@@ -175,7 +190,8 @@ async def test_illegal_round_transitions_conflict(store: SqlStore, path: list[st
     with pytest.raises(ConflictError):
         await store.set_round_state("run1", 1, illegal, at(99))  # type: ignore[arg-type]
     current = await store.get_round("run1", 1)
-    assert current is not None and current.state == (path[-1] if path else "training")
+    assert current is not None
+    assert current.state == (path[-1] if path else "training")
 
 
 async def test_round_errors(store: SqlStore) -> None:
@@ -197,6 +213,16 @@ async def test_round_errors(store: SqlStore) -> None:
         await store.set_round_state("run1", 1, "done", at(0))  # type: ignore[arg-type]
 
 
+async def test_concurrent_transitions_let_exactly_one_win(store: SqlStore) -> None:
+    await new_run(store)
+    await store.start_round("run1", 1, at(0))
+    results = await asyncio.gather(
+        *(store.set_round_state("run1", 1, "aggregating", at(i)) for i in range(4)), return_exceptions=True
+    )
+    assert sum(isinstance(r, ConflictError) for r in results) == 3
+    assert [r.state for r in results if not isinstance(r, BaseException)] == ["aggregating"]
+
+
 # -------------------------------------------------------------------------------- participation
 
 
@@ -204,7 +230,9 @@ async def test_participation_is_idempotent_per_status(store: SqlStore) -> None:
     await new_run(store)
     first = await store.record_participation("run1", 1, "d1", "device", "joined", "", at(1))
     repeat = await store.record_participation("run1", 1, "d1", "device", "joined", "again", at(9))
-    assert repeat == first and repeat.detail == "" and repeat.at == at(1)
+    assert repeat == first
+    assert repeat.detail == ""
+    assert repeat.at == at(1)
     await store.record_participation("run1", 1, "d1", "device", "rejected", "bad sketch norm", at(2))
     await store.record_participation("run1", 1, "e1", "edge", "submitted", "", at(3))
     await store.record_participation("run1", 2, "d1", "device", "timed_out", "", at(4))
@@ -235,7 +263,11 @@ async def test_metrics_upsert_per_name(store: SqlStore) -> None:
     await store.record_metrics("run1", 2, "d1", {}, at(5))
 
     one = await store.list_metrics("run1", 1)
-    assert [(m.node_id, m.name, m.value) for m in one] == [("d0", "loss", 1.0), ("d1", "acc", 0.5), ("d1", "loss", 0.7)]
+    assert [(m.node_id, m.name, m.value) for m in one] == [
+        ("d0", "loss", 1.0),
+        ("d1", "acc", 0.5),
+        ("d1", "loss", 0.7),
+    ]
     assert one[2].at == at(2)
     assert [(m.round, m.name) for m in await store.list_metrics("run1")] == [
         (1, "loss"),
@@ -281,7 +313,8 @@ async def test_adapter_versions(store: SqlStore) -> None:
     v0 = await store.add_adapter_version("run1", 0, 0, "/blobs/run1/v0", SHA, 10, at(0))
     v2 = await store.add_adapter_version("run1", 2, 2, "/blobs/run1/v2", SHA.upper(), 3 * 2**32, at(20))
     await store.add_adapter_version("run1", 1, 1, "/blobs/run1/v1", SHA, 12, at(10))
-    assert v2.sha256 == SHA and v2.nbytes == 3 * 2**32
+    assert v2.sha256 == SHA
+    assert v2.nbytes == 3 * 2**32
     assert await store.get_adapter_version("run1", 0) == v0
     assert await store.get_adapter_version("run1", 5) is None
     assert await store.latest_adapter_version("run1") == v2
@@ -304,7 +337,12 @@ async def test_snapshots_upsert_and_latest(store: SqlStore) -> None:
     await store.save_snapshot("run1", 3, "clusters", {"d1": 0}, at(4))
     latest = await store.latest_snapshot("run1", "trust")
     assert latest == replaced
-    assert latest is not None and (latest.round, latest.payload, latest.at) == (2, {"d1": 0.7, "d2": 1.0}, at(3))
+    assert latest is not None
+    assert (latest.round, latest.payload, latest.at) == (
+        2,
+        {"d1": 0.7, "d2": 1.0},
+        at(3),
+    )
     plans = await store.save_snapshot("run1", 1, "split_plan", {"d1": [1, 2]}, at(5))
     assert plans.payload == {"d1": [1, 2]}
     assert await store.latest_snapshot("run1", "assignment") is None
@@ -337,7 +375,8 @@ async def test_data_survives_reconnect(sql_target: tuple[str, str | None]) -> No
         assert await second.latest_adapter_version("run1") == version
         assert await second.bytes_by_kind("run1", 1) == {"activations": 5}
         node = await second.node_by_token_hash("h1")
-        assert node is not None and node.node_id == "d1"
+        assert node is not None
+        assert node.node_id == "d1"
         assert await second.ping()
     finally:
         await second.close()

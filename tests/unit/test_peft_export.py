@@ -117,7 +117,9 @@ def test_adapter_keys_are_global_block_indices_and_segments_partition_them() -> 
     assert any(k.startswith("final.head.") for k in keys), "the task head is trained in full"
 
 
-@pytest.mark.parametrize(("family", "task"), [("bert", "classification"), ("llama", "classification"), ("gpt2", "causal_lm")])
+@pytest.mark.parametrize(
+    ("family", "task"), [("bert", "classification"), ("llama", "classification"), ("gpt2", "causal_lm")]
+)
 def test_model_free_peft_writer_matches_peft_save(family: str, task: str, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -129,7 +131,12 @@ def test_model_free_peft_writer_matches_peft_save(family: str, task: str, tmp_pa
     reference = load_file(str(model.export_peft(state, tmp_path / "peft") / ADAPTER_FILE))
     model_type = model.task_model.hf_model.config.model_type
     digest = write_peft_dir(
-        state, tmp_path / "cloud", model_type=model_type, task=task, lora=model.task_model.lora, base_model="tiny"  # type: ignore[arg-type]
+        state,
+        tmp_path / "cloud",
+        model_type=model_type,
+        task=task,
+        lora=model.task_model.lora,
+        base_model="tiny",  # type: ignore[arg-type]
     )
     written = load_file(str(tmp_path / "cloud" / ADAPTER_FILE))
     assert sorted(written) == sorted(reference)
@@ -140,4 +147,6 @@ def test_model_free_peft_writer_matches_peft_save(family: str, task: str, tmp_pa
     ids, mask, _ = tiny_batch(task=task)  # type: ignore[arg-type]
     with torch.no_grad():
         expected = model.monolithic_logits(state, ids, mask)
-        torch.testing.assert_close(reloaded(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            reloaded(input_ids=ids, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5
+        )

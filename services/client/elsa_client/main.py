@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from elsa import __version__
 from elsa.infra.http import CloudClient
+from elsa.infra.logs import configure_logging
 from elsa.infra.web import install_error_handlers
 from elsa_client.routers import health
 from elsa_client.settings import ClientSettings
@@ -20,6 +21,7 @@ from elsa_client.workflows.agent import DeviceAgent
 def create_app(settings: ClientSettings | None = None) -> FastAPI:
     """Build the device agent app; settings come from ``ELSA_CLIENT_*`` when not given."""
     settings = settings or ClientSettings()
+    configure_logging("client", settings.log_level)
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     cloud = CloudClient(settings.cloud_url, timeout_s=120.0)

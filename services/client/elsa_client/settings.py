@@ -25,6 +25,9 @@ class ClientSettings(BaseSettings):
     eval_batch_size: int = Field(32, ge=1)
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     autostart: bool = Field(True, description="join and start polling on startup")
+    log_level: str = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
+    )
 
     @property
     def device_name(self) -> str:

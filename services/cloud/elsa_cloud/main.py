@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from elsa import __version__
 from elsa.infra.embedded_redis import EmbeddedRedis
 from elsa.infra.live import LiveStore
+from elsa.infra.logs import configure_logging
 from elsa.infra.migrate import migrate
 from elsa.infra.sql import SqlStore
 from elsa.infra.web import install_error_handlers
@@ -46,6 +47,7 @@ async def open_stores(settings: CloudSettings) -> tuple[SqlStore, LiveStore, Emb
 def create_app(settings: CloudSettings | None = None) -> FastAPI:
     """Build the cloud app; settings come from ``ELSA_CLOUD_*`` when not given."""
     settings = settings or CloudSettings()
+    configure_logging("cloud", settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -27,4 +27,10 @@ class CloudSettings(BaseSettings):
     heartbeat_ttl_s: float = Field(90.0, gt=0, description="a node not heard from for this long is dead")
     max_task_wait_s: float = Field(60.0, gt=0, description="longest long-poll")
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    report_wait_s: float = Field(
+        120.0, ge=0, description="after the last round, wait this long for device reports"
+    )
     max_round_attempts: int = Field(3, ge=1, description="a round abandoned this often fails the run")
+    log_level: str = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
+    )

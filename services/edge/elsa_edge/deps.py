@@ -44,8 +44,8 @@ def authorised_session(request: Request, session_id: str, state: StateDep) -> tu
         raise NotFoundError(f"unknown session {session_id}")
     if not same_secret(token_hash(token), session.token_hash):
         raise AuthError("session token does not match")
-    served = state.rounds.get(session.run_id)
-    if served is None or served.edge_round.round_index != session.round_index:
+    served = state.served(session.run_id, session.round_index)
+    if served is None:
         raise NotFoundError(f"session {session_id} belongs to a round this edge no longer serves")
     return session, served
 

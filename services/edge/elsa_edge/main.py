@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from elsa import __version__
 from elsa.infra.http import CloudClient
+from elsa.infra.logs import configure_logging
 from elsa.infra.web import install_error_handlers
 from elsa_edge.routers import health, ping, sessions
 from elsa_edge.settings import EdgeSettings
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     """Build the edge app; settings come from ``ELSA_EDGE_*`` when not given."""
     settings = settings or EdgeSettings()
+    configure_logging("edge", settings.log_level)
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     state = EdgeState()

@@ -23,3 +23,6 @@ class EdgeSettings(BaseSettings):
     )
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     autostart: bool = Field(True, description="join the cloud and poll tasks on startup")
+    log_level: str = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
+    )

@@ -42,9 +42,23 @@ class EdgeState:
     node_id: str | None = None
     models: dict[str, SplitModel] = field(default_factory=dict)
     rounds: dict[str, ServedRound] = field(default_factory=dict)  # run id -> current round
+    previous: dict[str, ServedRound] = field(default_factory=dict)  # run id -> the round before
     sessions: dict[str, Session] = field(default_factory=dict)
     compute_lock: threading.Lock = field(default_factory=threading.Lock)
     state_lock: threading.Lock = field(default_factory=threading.Lock)
     bytes_in: int = 0
     bytes_out: int = 0
     last_error: str | None = None
+
+    def served(self, run_id: str, round_index: int) -> ServedRound | None:
+        """The current or the previous round of a run (the previous one serves inference only:
+        devices evaluate the edge model after the cloud has moved on)."""
+        for table in (self.rounds, self.previous):
+            served = table.get(run_id)
+            if served is not None and served.edge_round.round_index == round_index:
+                return served
+        return None
+
+    def is_current(self, served: ServedRound) -> bool:
+        """Whether ``served`` is its run's current round."""
+        return self.rounds.get(served.edge_round.run_id) is served

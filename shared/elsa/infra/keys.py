@@ -30,12 +30,12 @@ from elsa.errors import ConfigError
 PREFIX: Final = "elsa:v1:"
 """Namespace and layout version of every key."""
 
-_ID: Final = re.compile(r"^[^:\s]{1,128}$")
+_ID: Final = re.compile(r"[^:\s]{1,128}")
 _GLOB: Final = re.compile(r"([*?\[\]\\])")
 
 
 def _id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ConfigError(f"{what} must be 1-128 characters without ':' or whitespace, got {value!r}")
     return value
 

@@ -178,7 +178,7 @@ class DeviceAgent:
             session_id = edge.open_session(run_id, round_index, device.device_id, task.session_token)
             device.link = HttpCutLink(edge, session_id, config.transport_params())
             metrics: dict[str, float] = {}
-            if self.settings.evaluate and task.version:
+            if self.settings.evaluate:
                 self.status.phase = "evaluating"
                 for name, value in evaluate_device(device, run.test, self.settings.eval_batch_size).items():
                     metrics[f"start_{name}"] = value

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections import defaultdict
 from typing import Any, Literal
 
 from fastapi import APIRouter
 
-from elsa.errors import ConflictError, NotFoundError
+from elsa.errors import ConfigError, ConflictError, NotFoundError
 from elsa.infra.records import RunRecord
 from elsa.infra.web import ERROR_RESPONSES
 from elsa.runtime.config import parse_config
@@ -20,6 +21,9 @@ from elsa_cloud.state import CloudState
 from elsa_cloud.workflows.coordinator import Coordinator, now
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
+
+#: a run name becomes the prefix of the run id, which appears in URLs and wire messages
+_RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 async def run_view(state: CloudState, record: RunRecord) -> RunView:
@@ -58,6 +62,8 @@ async def _require_run(state: CloudState, run_id: str) -> RunRecord:
 async def create_run(body: RunCreate, _: AdminDep, state: StateDep, settings: SettingsDep) -> RunView:
     """Validates the configuration (422 naming the bad field), stores the run and starts it."""
     config = parse_config(body.config, source="config")
+    if not _RUN_NAME.fullmatch(config.name):
+        raise ConfigError("config: name: 1-100 characters of A-Z a-z 0-9 . _ - (it prefixes the run id)")
     config.resolved_num_labels()
     run_id = f"{config.name}-{secrets.token_hex(4)}"
     record = await state.store.create_run(

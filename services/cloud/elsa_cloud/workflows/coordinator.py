@@ -94,6 +94,7 @@ class Coordinator:
                 continue
             round_index = await store.last_completed_round(self.run_id) + 1
             if round_index > config.train.cloud_rounds:
+                await self._await_reports(config.train.cloud_rounds, self.settings.report_wait_s)
                 await store.set_run_state(self.run_id, "completed", updated_at=now())
                 await self._event({"kind": "run_completed"})
                 break
@@ -105,6 +106,17 @@ class Coordinator:
                 raise ConflictError(f"round {round_index} abandoned {attempts} times")
             await asyncio.sleep(1.0)
         self._stop_tasks()
+
+    async def _await_reports(self, round_index: int, timeout_s: float) -> None:
+        """Give the devices of the last round time to evaluate and report before edges stop."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            rows = await self.state.store.list_participation(self.run_id, round_index)
+            assigned = {p.node_id for p in rows if p.status == "assigned"}
+            reported = {p.node_id for p in rows if p.status == "reported"}
+            if assigned <= reported:
+                return
+            await asyncio.sleep(0.5)
 
     async def _abandon_interrupted_rounds(self) -> None:
         for rnd in await self.state.store.list_rounds(self.run_id):

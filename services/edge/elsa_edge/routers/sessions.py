@@ -124,6 +124,8 @@ async def forward(
     mask = from_payload(message.attention_mask, expected_shape=lower.shape[:2]).to(torch.long)
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise TensorError("attention_mask must hold 0/1")
+    if not inference and not state.is_current(served):
+        raise ConflictError(f"round {session.round_index} is closed; only inference is served")
     stepper = served.edge_round.session(session.device_id)
     step = -1 if inference else message.step
 
@@ -147,6 +149,8 @@ async def backward(
 ) -> Response:
     """Gradient at the upper cut -> gradient at the lower cut; steps the session's body LoRA."""
     session, served = ctx
+    if not state.is_current(served):
+        raise ConflictError(f"round {session.round_index} is closed; only inference is served")
     message = await _read_one(request, settings.max_body_bytes, BackwardRequest)
     _check_session_id(message.session_id, session)
     stepper = served.edge_round.session(session.device_id)

@@ -52,11 +52,12 @@ class EdgeWorker:
             return
 
     def run(self) -> None:
-        """Join, then poll tasks until stopped."""
+        """Join, then poll tasks until stopped (edge-round deadlines are watched in another thread)."""
         self.join()
+        watcher = threading.Thread(target=self.watch_deadlines, name="edge-deadlines", daemon=True)
+        watcher.start()
         seq = 0
         while not self.stop.is_set():
-            self.close_overdue_edge_rounds()
             try:
                 seq, task = self.cloud.next_task(seq, self.settings.poll_wait_s)
             except UnavailableError:
@@ -81,6 +82,7 @@ class EdgeWorker:
             run_id = task.run_id
             with self.state.state_lock:
                 self.state.rounds.pop(run_id, None)
+                self.state.previous.pop(run_id, None)
                 self.state.models.pop(run_id, None)
                 for sid in [s for s, v in self.state.sessions.items() if v.run_id == run_id]:
                     del self.state.sessions[sid]
@@ -101,14 +103,28 @@ class EdgeWorker:
             current = self.state.rounds.get(run_id)
             if current is not None and current.edge_round.round_index == round_index:
                 return  # the same task re-delivered
+            if current is not None:
+                self.state.previous[run_id] = current
             self.state.rounds[run_id] = ServedRound(
                 config, model, edge_round, dict(task.session_token_hashes), time.monotonic()
             )
-            for sid in [s for s, v in self.state.sessions.items() if v.run_id == run_id]:
+            keep = {round_index, current.edge_round.round_index if current else round_index}
+            for sid in [
+                s for s, v in self.state.sessions.items() if v.run_id == run_id and v.round_index not in keep
+            ]:
                 del self.state.sessions[sid]
         logger.info(
             "serving round", extra={"run_id": run_id, "round": round_index, "devices": len(task.devices)}
         )
+
+    def watch_deadlines(self) -> None:
+        """Check edge-round deadlines every second until stopped."""
+        while not self.stop.wait(1.0):
+            try:
+                self.close_overdue_edge_rounds()
+            except ElsaError as exc:
+                self.state.last_error = f"{exc.code}: {exc.detail}"
+                logger.warning("closing an edge round failed", extra={"error": exc.code})
 
     def close_overdue_edge_rounds(self) -> None:
         """Aggregate edge rounds whose deadline passed with the devices that submitted."""

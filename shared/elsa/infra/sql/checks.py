@@ -18,7 +18,7 @@ from elsa.infra.sql.models import ID_LEN
 
 S = TypeVar("S", bound=str)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def short_text(value: str, what: str, *, max_len: int = ID_LEN) -> str:
@@ -72,6 +72,6 @@ def json_object(value: dict[str, Any], what: str) -> dict[str, Any]:
 def sha256_hex(value: str) -> str:
     """A SHA-256 digest as 64 lowercase hex characters (upper case is accepted and lowered)."""
     digest = value.lower() if isinstance(value, str) else ""
-    if not _SHA256.match(digest):
+    if not _SHA256.fullmatch(digest):
         raise ConfigError("sha256 must be 64 hexadecimal characters")
     return digest

@@ -9,6 +9,7 @@ async drivers.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -29,7 +30,7 @@ _ASYNC_DRIVERS: Final = MappingProxyType(
         "postgresql+asyncpg": "postgresql+asyncpg",
     }
 )
-_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
@@ -50,6 +51,7 @@ def async_url(url: str | URL) -> URL:
 def create_engine(url: str | URL, *, schema: str | None = None) -> AsyncEngine:
     """An async engine for ``url`` (nothing is connected yet).
 
+    The directory of a SQLite file must exist (:class:`ConfigError` otherwise).
     SQLite transactions enforce foreign keys and start with ``BEGIN IMMEDIATE``, waiting up to 5 s
     for a concurrent writer. ``schema`` (PostgreSQL only) becomes the connection's ``search_path``.
     """
@@ -58,9 +60,13 @@ def create_engine(url: str | URL, *, schema: str | None = None) -> AsyncEngine:
     if schema is not None:
         if parsed.get_backend_name() != "postgresql":
             raise ConfigError("a schema can only be chosen on PostgreSQL")
-        if not _SCHEMA.match(schema):
+        if not _SCHEMA.fullmatch(schema):
             raise ConfigError(f"invalid schema name {schema!r}")
         kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        directory = Path(parsed.database).parent
+        if not directory.is_dir():
+            raise ConfigError(f"directory of the SQLite database does not exist: {directory}")
     engine = create_async_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_connect)

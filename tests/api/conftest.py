@@ -1,0 +1,127 @@
+"""Fixtures of the API tests: the anyio backend and a running cloud app with helpers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from elsa_cloud.main import create_app
+from elsa_cloud.settings import CloudSettings
+
+from .support import bearer, serve
+
+JOIN_SECRET = "test-join-secret"
+ADMIN_TOKEN = "test-admin-token"
+MAX_BODY = 64 * 1024
+
+
+def run_config(**train: int) -> dict[str, Any]:
+    """A small valid run configuration: one edge, one device, one cloud round."""
+    return {
+        "name": "api",
+        "model": {"name": "minilm", "num_labels": 3},
+        "topology": {"edges": 1, "devices_per_edge": 1},
+        "train": {"cloud_rounds": 1, "edge_rounds": 1, "local_steps": 1, **train},
+    }
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (the services' loop)."""
+    return "asyncio"
+
+
+@dataclass
+class Cloud:
+    """A running cloud app, its client and settings, with shortcuts for common calls."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: CloudSettings
+    admin: dict[str, str]
+
+    async def join(self, role: str, name: str, url: str | None = None) -> tuple[str, dict[str, str]]:
+        """Join a node; returns its id and its auth header."""
+        body: dict[str, Any] = {"join_secret": JOIN_SECRET, "role": role, "name": name}
+        if url is not None:
+            body["url"] = url
+        response = await self.client.post("/v1/nodes/join", json=body)
+        assert response.status_code == 200, response.text
+        joined = response.json()
+        return joined["node_id"], bearer(joined["token"])
+
+    async def create_run(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create a run as the operator (201 expected)."""
+        response = await self.client.post(
+            "/v1/runs", json={"config": config or run_config()}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        run: dict[str, Any] = response.json()
+        return run
+
+    async def snapshot(self, run_id: str | None = None) -> dict[str, Any]:
+        """What operators can see: runs, and one run's rounds and metrics."""
+        out: dict[str, Any] = {"runs": (await self.client.get("/v1/runs", headers=self.admin)).json()}
+        if run_id is not None:
+            for part in ("rounds", "metrics"):
+                response = await self.client.get(f"/v1/runs/{run_id}/{part}", headers=self.admin)
+                assert response.status_code == 200, response.text
+                out[part] = response.json()
+        return out
+
+    async def healthy(self) -> bool:
+        """The service still answers liveness and readiness."""
+        health = await self.client.get("/health")
+        ready = await self.client.get("/ready")
+        return health.status_code == 200 and ready.status_code == 200
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
+    """A cloud on a fresh SQLite file and an embedded Redis; runs wait long for their devices."""
+    settings = CloudSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'elsa.db'}",
+        redis_url=None,
+        adapter_dir=tmp_path / "adapters",
+        join_secret=JOIN_SECRET,
+        admin_token=ADMIN_TOKEN,
+        join_wait_s=120.0,
+        round_deadline_s=120.0,
+        max_task_wait_s=5.0,
+        max_body_bytes=MAX_BODY,
+    )
+    app = create_app(settings)
+    async with serve(app) as client:
+        yield Cloud(app, client, settings, bearer(ADMIN_TOKEN))
+
+
+@dataclass
+class Collecting:
+    """A run whose round 1 is collecting edge models from the one joined edge."""
+
+    cloud: Cloud
+    run_id: str
+    edge_id: str
+    edge: dict[str, str]
+    device_id: str
+    device: dict[str, str]
+
+
+@pytest.fixture
+async def collecting(cloud: Cloud) -> Collecting:
+    """Join one edge and one device, create a 1x1 run and wait until round 1 collects."""
+    edge_id, edge = await cloud.join("edge", "edge-0", url="http://edge-0.invalid:8100")
+    device_id, device = await cloud.join("device", "device-000")
+    run_id = (await cloud.create_run())["run_id"]
+    uploads = cloud.app.state.cloud.uploads
+    with anyio.fail_after(10):
+        while (run_id, 1) not in uploads:
+            await anyio.sleep(0.05)
+    return Collecting(cloud, run_id, edge_id, edge, device_id, device)

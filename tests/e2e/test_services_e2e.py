@@ -1,0 +1,133 @@
+"""The service runtime as real processes on loopback (DESIGN §6): cloud + 2 edges + 4 device
+agents + an embedded Redis-protocol server, MiniLM on BBC News.
+
+* the services produce the same global adapter as the simulation runtime (fp32 cut tensors);
+* adapters change, accuracy rises, rounds are recorded in SQL;
+* a device killed mid-round does not stall the round past its deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from elsa.model.adapters import max_abs_diff
+from elsa.runtime.config import load_config
+from elsa.runtime.launcher import Cluster, Operator, plan_demo, running_cluster, start_services, wait_healthy
+from elsa.runtime.simulation import Simulation
+from elsa.wire import AdapterBroadcast, decode, from_payload
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def _wait_for_run(operator: Operator, cluster: Cluster, run_id: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        cluster.check_alive()
+        view: dict[str, Any] = operator.get(f"/v1/runs/{run_id}")
+        if view["state"] in ("completed", "failed", "stopped"):
+            return view
+        time.sleep(1.0)
+    raise AssertionError(
+        f"run {run_id} did not finish in {timeout_s}s: {operator.get(f'/v1/runs/{run_id}/rounds')}"
+    )
+
+
+def _global_adapter(operator: Operator, run_id: str, version: int) -> dict[str, torch.Tensor]:
+    response = httpx.get(
+        f"{operator.url}/v1/runs/{run_id}/adapters/{version}",
+        headers={"authorization": f"Bearer {operator.admin_token}"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    message = decode(response.content, AdapterBroadcast)
+    return {k: from_payload(p, dtype=torch.float32) for k, p in message.tensors.items()}
+
+
+def test_service_runtime_matches_simulation_and_learns(tmp_path: Path) -> None:
+    config = load_config(ROOT / "configs" / "e2e.yaml")
+    simulated = Simulation.from_config(config, run_id="sim").run()
+
+    plan = plan_demo(config, tmp_path, None, None)
+    with running_cluster(tmp_path) as cluster:
+        start_services(cluster, plan, tmp_path)
+        wait_healthy([c.url for c in cluster.children if c.url], 240)
+        operator = Operator(plan.cloud_url, plan.admin_token)
+        run_id = operator.create_run(config)["run_id"]
+        view = _wait_for_run(operator, cluster, run_id, 900)
+        assert view["state"] == "completed"
+        assert view["latest_version"] == config.train.cloud_rounds
+        served = _global_adapter(operator, run_id, config.train.cloud_rounds)
+        rounds = operator.get(f"/v1/runs/{run_id}/rounds")
+        metrics = operator.get(f"/v1/runs/{run_id}/metrics")["rounds"]
+
+    # same config + seed => same adapters as the simulation runtime (fp32 transport)
+    assert sorted(served) == sorted(simulated.global_state)
+    assert max_abs_diff(served, simulated.global_state) < 1e-4
+    # adapters changed
+    assert any(float(v.abs().max()) > 1e-4 for k, v in served.items() if "lora_B" in k)
+    # rounds recorded in SQL, with their versions
+    assert [(r["round"], r["state"], r["version"]) for r in rounds] == [
+        (1, "completed", 1),
+        (2, "completed", 2),
+    ]
+    # accuracy rises: device-mean local accuracy of the start model vs after the last round
+    first, last = metrics[0], metrics[-1]
+    assert first["reports"] == last["reports"] == config.num_devices
+    assert last["metrics"]["eval_accuracy"] >= first["metrics"]["start_accuracy"] + 0.2, metrics
+    for kind in ("activations", "gradients", "adapters_device_to_edge", "adapters_edge_to_cloud"):
+        assert last["bytes"][kind] > 0, kind
+
+
+def test_killed_device_does_not_stall_the_round(tmp_path: Path) -> None:
+    config = load_config(ROOT / "configs" / "e2e.yaml").model_copy(deep=True)
+    edge_deadline_s = 20
+    plan = plan_demo(config, tmp_path, None, None)
+    overrides = {
+        "cloud": {
+            "ELSA_CLOUD_MIN_DEVICE_FRACTION": "0.5",
+            "ELSA_CLOUD_HEARTBEAT_TTL_S": "8",
+            "ELSA_CLOUD_ROUND_DEADLINE_S": "240",
+            "ELSA_CLOUD_REPORT_WAIT_S": "15",
+        },
+        "edge": {"ELSA_EDGE_EDGE_ROUND_DEADLINE_S": str(edge_deadline_s)},
+        "device": {"ELSA_CLIENT_EVALUATE": "false"},
+    }
+    with running_cluster(tmp_path) as cluster:
+        start_services(cluster, plan, tmp_path, overrides)
+        wait_healthy([c.url for c in cluster.children if c.url], 240)
+        operator = Operator(plan.cloud_url, plan.admin_token)
+        run_id = operator.create_run(config)["run_id"]
+        victim = next(c for c in cluster.children if c.name == "device-003")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # kill it while it trains round 1
+            status = httpx.get(f"{victim.url}/status", timeout=10).json()
+            if status["phase"].startswith("training edge round"):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("device-003 never started training")
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        view = _wait_for_run(operator, cluster, run_id, 600)
+        rounds = operator.get(f"/v1/runs/{run_id}/rounds")
+        metrics = operator.get(f"/v1/runs/{run_id}/metrics")["rounds"]
+        nodes = operator.get("/v1/nodes")
+
+    assert view["state"] == "completed"
+    assert [r["state"] for r in rounds] == ["completed", "completed"]
+    first = rounds[0]
+    # the edge closed the edge round at its deadline with the devices present, and the round went on
+    assert metrics[0]["reports"] == config.num_devices - 1
+    assert time.monotonic() - killed_at < 600
+    assert first["finished_at"] is not None
+    victim_id = next(n["node_id"] for n in nodes if n["name"] == "device-003")
+    assert not next(n for n in nodes if n["node_id"] == victim_id)["alive"]
