@@ -108,20 +108,42 @@ class Collecting:
 
     cloud: Cloud
     run_id: str
-    edge_id: str
-    edge: dict[str, str]
-    device_id: str
-    device: dict[str, str]
+    edges: list[tuple[str, dict[str, str]]]
+    devices: list[tuple[str, dict[str, str]]]
+
+    @property
+    def edge_id(self) -> str:
+        """Id of the first edge."""
+        return self.edges[0][0]
+
+    @property
+    def edge(self) -> dict[str, str]:
+        """Auth header of the first edge."""
+        return self.edges[0][1]
+
+    @property
+    def device(self) -> dict[str, str]:
+        """Auth header of the first device."""
+        return self.devices[0][1]
 
 
-@pytest.fixture
-async def collecting(cloud: Cloud) -> Collecting:
-    """Join one edge and one device, create a 1x1 run and wait until round 1 collects."""
-    edge_id, edge = await cloud.join("edge", "edge-0", url="http://edge-0.invalid:8100")
-    device_id, device = await cloud.join("device", "device-000")
-    run_id = (await cloud.create_run())["run_id"]
+async def start_collecting(cloud: Cloud, edges: int = 1) -> Collecting:
+    """Join ``edges`` edges and as many devices, create the run and wait until round 1 collects."""
+    joined_edges = [
+        await cloud.join("edge", f"edge-{i}", url=f"http://edge-{i}.invalid:8100") for i in range(edges)
+    ]
+    joined_devices = [await cloud.join("device", f"device-{i:03d}") for i in range(edges)]
+    config = run_config()
+    config["topology"] = {"edges": edges, "devices_per_edge": 1}
+    run_id = (await cloud.create_run(config))["run_id"]
     uploads = cloud.app.state.cloud.uploads
     with anyio.fail_after(10):
         while (run_id, 1) not in uploads:
             await anyio.sleep(0.05)
-    return Collecting(cloud, run_id, edge_id, edge, device_id, device)
+    return Collecting(cloud, run_id, joined_edges, joined_devices)
+
+
+@pytest.fixture
+async def collecting(cloud: Cloud) -> Collecting:
+    """One edge and one device joined; round 1 of a 1x1 run collects edge models."""
+    return await start_collecting(cloud)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from elsa.errors import ConfigError, UnavailableError
 from elsa.infra.live import LiveStore
 from elsa.infra.sql import SqlStore, checks
-from elsa.infra.sql.engine import async_url, create_engine
+from elsa.infra.sql.engine import async_url, create_engine, is_transient
 
 
 @pytest.fixture
@@ -77,6 +79,32 @@ def test_checks() -> None:
     for bad_text in ("", "x" * 129, 5):
         with pytest.raises(ConfigError):
             checks.short_text(bad_text, "id")  # type: ignore[arg-type]
+
+
+def _sqlite_error(name: str) -> OperationalError:
+    orig = sqlite3.OperationalError(name.lower())
+    orig.sqlite_errorname = name
+    return OperationalError("SELECT 1", {}, orig)
+
+
+def test_transient_errors() -> None:
+    assert is_transient(ConnectionRefusedError())
+    assert is_transient(TimeoutError())
+    assert is_transient(_sqlite_error("SQLITE_BUSY"))
+    assert is_transient(_sqlite_error("SQLITE_IOERR_READ"))
+    assert not is_transient(_sqlite_error("SQLITE_ERROR"))  # e.g. no such table
+    assert not is_transient(IntegrityError("INSERT", {}, Exception("duplicate")))
+    assert not is_transient(ValueError())
+
+
+@pytest.mark.anyio
+async def test_schema_errors_are_not_retried_as_outages(tmp_path: Path) -> None:
+    store = await SqlStore.connect(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(OperationalError, match="no such table"):
+            await store.get_run("r1")
+    finally:
+        await store.close()
 
 
 @pytest.mark.anyio

@@ -31,8 +31,8 @@ async def open_stores(settings: CloudSettings) -> tuple[SqlStore, LiveStore, Emb
     if settings.database_url.startswith(sqlite_prefix):
         Path(settings.database_url[len(sqlite_prefix) :]).parent.mkdir(parents=True, exist_ok=True)
     if settings.migrate_on_start:
-        await migrate(settings.database_url)
-    store = await SqlStore.connect(settings.database_url)
+        await migrate(settings.database_url, schema=settings.database_schema)
+    store = await SqlStore.connect(settings.database_url, schema=settings.database_schema)
     if not settings.migrate_on_start:
         await store.create_all()
     embedded: EmbeddedRedis | None = None

@@ -14,6 +14,7 @@ class CloudSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ELSA_CLOUD_", env_nested_delimiter="__", extra="ignore")
 
     database_url: str = Field("sqlite+aiosqlite:///runs/elsa.db", description="SQLAlchemy async URL")
+    database_schema: str | None = Field(None, description="PostgreSQL schema (search_path) for ELSA's tables")
     redis_url: str | None = Field(None, description="Redis URL; None = an embedded Redis-protocol server")
     join_secret: str = Field("change-me", description="secret nodes present to join")
     admin_token: str = Field("change-me-admin", description="bearer token of operator endpoints")

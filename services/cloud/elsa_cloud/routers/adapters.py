@@ -7,10 +7,21 @@ from typing import Annotated
 import torch
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 
-from elsa.errors import AdapterMismatchError, AuthError, ConflictError, ForbiddenError, NotFoundError
+from elsa.errors import (
+    AdapterMismatchError,
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    ModelError,
+    NotFoundError,
+)
 from elsa.infra.web import ERROR_RESPONSES, bearer_token, msgpack_response, read_body, same_secret, token_hash
+from elsa.model.packaged import model_type_of
+from elsa.model.peft_format import peft_key
+from elsa.runtime.config import parse_config
 from elsa.wire import AdapterBroadcast, AdapterUpdate, decode, encode, from_payload, to_payload
 from elsa.wire.control import Ack, MetricsReport
 from elsa_cloud.deps import DeviceDep, EdgeDep, SettingsDep, StateDep
@@ -86,6 +97,19 @@ async def get_peft_file(
     return FileResponse(path)
 
 
+async def _check_storable(state: CloudState, run_id: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse a model the coordinator could not store as a PEFT version (it would fail the run)."""
+    record = await state.store.get_run(run_id)
+    if record is None:
+        raise NotFoundError(f"unknown run {run_id}")
+    try:
+        model_type = model_type_of(parse_config(record.config, source=f"run {run_id}").model.name)
+    except ModelError:
+        return  # the model is not known here; the coordinator reports that itself
+    for name in tensors:
+        peft_key(model_type, name)  # AdapterMismatchError for a key with no PEFT name
+
+
 @router.post("/rounds/{round_index}/edge-models", response_model=Ack, summary="An edge's model for a round")
 async def upload_edge_model(
     run_id: str, round_index: int, request: Request, edge: EdgeDep, state: StateDep, settings: SettingsDep
@@ -102,6 +126,7 @@ async def upload_edge_model(
     if key not in state.uploads:
         raise ConflictError(f"round {round_index} of run {run_id} is not collecting edge models")
     tensors = {k: from_payload(p, dtype=torch.float32) for k, p in update.tensors.items()}
+    await _check_storable(state, run_id, tensors)
     reference = next(iter(state.uploads[key].values()), None)
     if reference is not None:
         ref = reference[0]
@@ -126,10 +151,27 @@ async def report(
         raise ConflictError("report does not match the URL's run and round")
     if await state.store.get_round(run_id, round_index) is None:
         raise NotFoundError(f"run {run_id} has no round {round_index}")
+    for kind, nbytes in body.bytes.items():
+        if not 0 < len(kind) <= 64 or nbytes < 0:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "bytes", kind),
+                        "msg": "kinds of 1-64 characters, counts >= 0",
+                        "type": "value_error",
+                    }
+                ]
+            )
+    participants = await state.store.list_participation(run_id, round_index)
+    mine = {p.status for p in participants if p.node_id == device.node_id}
+    if "assigned" not in mine:
+        raise ForbiddenError(
+            f"device {device.node_id} was not assigned to round {round_index} of run {run_id}"
+        )
+    if "reported" in mine:
+        raise ConflictError(f"device {device.node_id} already reported round {round_index}")
     await state.store.record_metrics(run_id, round_index, device.node_id, body.metrics, now())
     for kind, nbytes in body.bytes.items():
-        if nbytes < 0:
-            raise ConflictError("byte counts must be >= 0")
         await state.store.record_bytes(run_id, round_index, device.node_id, kind, nbytes, now())
     await state.store.record_participation(
         run_id, round_index, device.node_id, "device", "reported", "", now()

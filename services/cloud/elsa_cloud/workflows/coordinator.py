@@ -161,6 +161,7 @@ class Coordinator:
         await live.set_assignment(self.run_id, assignment)
         await store.save_snapshot(self.run_id, round_index, "assignment", {"assignment": assignment}, now())
         await store.start_round(self.run_id, round_index, now())
+        self.state.uploads[(self.run_id, round_index)] = {}  # collect before anyone hears of the round
         await store.set_run_state(self.run_id, "running", current_round=round_index, updated_at=now())
         latest = await store.latest_adapter_version(self.run_id)
         version = latest.version if latest is not None else 0
@@ -212,7 +213,6 @@ class Coordinator:
         )
 
         key = (self.run_id, round_index)
-        self.state.uploads.setdefault(key, {})
         deadline = time.monotonic() + self.settings.round_deadline_s
         while time.monotonic() < deadline:
             record = await store.get_run(self.run_id)
@@ -252,7 +252,9 @@ class Coordinator:
 
     async def _restore_live_state(self) -> None:
         snapshot = await self.state.store.latest_snapshot(self.run_id, "assignment")
-        assignment = dict(snapshot.payload.get("assignment", {})) if snapshot is not None else {}
+        if snapshot is None:
+            return  # a new run: nothing was lost
+        assignment = dict(snapshot.payload.get("assignment", {}))
         await self.state.live.restore(
             self.run_id, assignment=assignment, clusters={}, trust={}, split_plans={}
         )

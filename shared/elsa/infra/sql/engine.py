@@ -9,6 +9,7 @@ async drivers.
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -32,6 +33,7 @@ _ASYNC_DRIVERS: Final = MappingProxyType(
 )
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+_SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PROTOCOL")
 
 
 def async_url(url: str | URL) -> URL:
@@ -94,6 +96,11 @@ def is_transient(error: BaseException) -> bool:
     Such errors are worth a retry and map to :class:`~elsa.errors.UnavailableError`; constraint
     violations, SQL errors and ELSA errors are not.
     """
+    if isinstance(error, OperationalError) and isinstance(error.orig, sqlite3.Error):
+        # SQLite reports schema and SQL mistakes as OperationalError too: only lock and I/O
+        # conditions are transient.
+        name = getattr(error.orig, "sqlite_errorname", None) or ""
+        return name.startswith(_SQLITE_TRANSIENT)
     if isinstance(error, OperationalError | InterfaceError | PoolTimeoutError | OSError | TimeoutError):
         return True
     return isinstance(error, DBAPIError) and error.connection_invalidated

@@ -1,0 +1,331 @@
+"""Cloud: edge model uploads (every bad input leaves the round as it was), global versions,
+device reports."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import anyio
+import httpx
+import msgpack
+import pytest
+import torch
+
+from elsa.wire import AdapterBroadcast, AdapterUpdate, TensorPayload, decode, encode, from_payload, to_payload
+
+from .conftest import ADMIN_TOKEN, MAX_BODY, Cloud, Collecting, start_collecting
+from .support import assert_error, bearer, tiny_split_model
+
+pytestmark = pytest.mark.anyio
+
+MSGPACK = {"content-type": "application/msgpack"}
+
+
+@functools.cache
+def _initial_state() -> dict[str, torch.Tensor]:
+    return tiny_split_model().initial_state()
+
+
+def edge_state(scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """A full adapter state with real (BERT) keys, as an edge would upload it."""
+    return {k: v * scale for k, v in _initial_state().items()}
+
+
+def update(c: Collecting, *, state: dict[str, torch.Tensor] | None = None, **fields: Any) -> AdapterUpdate:
+    tensors = state if state is not None else edge_state()
+    values: dict[str, Any] = {
+        "node_id": c.edge_id,
+        "run_id": c.run_id,
+        "round": 1,
+        "num_examples": 10,
+        "tensors": {k: to_payload(v, "fp32") for k, v in tensors.items()},
+        **fields,
+    }
+    return AdapterUpdate(**values)
+
+
+async def upload(
+    c: Collecting, body: bytes, *, round_index: int = 1, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return await c.cloud.client.post(
+        f"/v1/runs/{c.run_id}/rounds/{round_index}/edge-models",
+        content=body,
+        headers={**MSGPACK, **(c.edge if headers is None else headers)},
+    )
+
+
+def _nan_state() -> dict[str, torch.Tensor]:
+    state = edge_state()
+    key = sorted(state)[0]
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = float("nan")
+    return state
+
+
+def _inconsistent_payload(c: Collecting) -> bytes:
+    good = update(c)
+    key = sorted(good.tensors)[0]
+    bad = TensorPayload.model_construct(dtype="float32", shape=(3, 3), data=b"\x00" * 8)
+    return encode(good.model_copy(update={"tensors": {**good.tensors, key: bad}}))
+
+
+def _oversized(c: Collecting) -> bytes:
+    big = {"blocks.0.attention.self.query.lora_A.weight": torch.zeros(MAX_BODY // 4 + 16)}
+    return encode(update(c, state=big))
+
+
+BAD_UPLOADS: dict[str, tuple[Any, int, str, str]] = {
+    # name: (body builder, status, error code, a word of the detail)
+    "not msgpack": (lambda c: b"\x00\xffnot msgpack at all", 400, "decode_error", ""),
+    "empty body": (lambda c: b"", 400, "decode_error", ""),
+    "msgpack of another shape": (
+        lambda c: msgpack.packb({"k": "adapter_update", "v": 1}),
+        400,
+        "decode_error",
+        "",
+    ),
+    "another message kind": (
+        lambda c: encode(AdapterBroadcast(run_id=c.run_id, round=1, version=1, tensors={})),
+        400,
+        "decode_error",
+        "",
+    ),
+    "wrong run in body": (lambda c: encode(update(c, run_id="other-run")), 409, "conflict", "run"),
+    "wrong round in body": (lambda c: encode(update(c, round=2)), 409, "conflict", "round"),
+    "another node's model": (lambda c: encode(update(c, node_id="edge-other")), 403, "forbidden", "own"),
+    "nan tensor": (lambda c: encode(update(c, state=_nan_state())), 422, "bad_tensor", "NaN"),
+    "inconsistent tensor": (_inconsistent_payload, 422, "bad_tensor", "bytes"),
+    "key without a PEFT name": (
+        lambda c: encode(update(c, state={**edge_state(), "weird.key": torch.zeros(2)})),
+        409,
+        "adapter_mismatch",
+        "weird.key",
+    ),
+    "oversized body": (_oversized, 413, "payload_too_large", "limit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+async def test_bad_upload_is_refused_and_changes_nothing(collecting: Collecting, case: str) -> None:
+    build, status, code, word = BAD_UPLOADS[case]
+    cloud = collecting.cloud
+    before = await cloud.snapshot(collecting.run_id)
+    assert_error(await upload(collecting, build(collecting)), status, code, mentions=word or None)
+    assert cloud.app.state.cloud.uploads[(collecting.run_id, 1)] == {}
+    assert await cloud.snapshot(collecting.run_id) == before
+    assert await cloud.healthy()
+    # the round still accepts the edge's valid model afterwards
+    assert (await upload(collecting, encode(update(collecting)))).status_code == 200
+
+
+async def test_upload_authentication(collecting: Collecting) -> None:
+    body = encode(update(collecting))
+    assert_error(await upload(collecting, body, headers={}), 401, "unauthorized")
+    assert_error(await upload(collecting, body, headers=bearer("nope")), 401, "unauthorized")
+    assert_error(await upload(collecting, body, headers=bearer(ADMIN_TOKEN)), 401, "unauthorized")
+    assert_error(
+        await upload(collecting, body, headers=collecting.device), 403, "forbidden", mentions="edges"
+    )
+    assert collecting.cloud.app.state.cloud.uploads[(collecting.run_id, 1)] == {}
+
+
+async def test_upload_for_a_round_not_collecting_is_409(collecting: Collecting) -> None:
+    before = await collecting.cloud.snapshot(collecting.run_id)
+    body = encode(update(collecting, round=2))
+    assert_error(await upload(collecting, body, round_index=2), 409, "conflict", mentions="not collecting")
+    other = encode(update(collecting, run_id="no-such-run"))
+    response = await collecting.cloud.client.post(
+        "/v1/runs/no-such-run/rounds/1/edge-models", content=other, headers={**MSGPACK, **collecting.edge}
+    )
+    assert_error(response, 409, "conflict", mentions="not collecting")
+    assert await collecting.cloud.snapshot(collecting.run_id) == before
+
+
+async def test_replay_and_mismatched_models_are_409(cloud: Cloud) -> None:
+    c = await start_collecting(cloud, edges=2)
+    assert (await upload(c, encode(update(c)))).status_code == 200
+    replay = await upload(c, encode(update(c)))
+    assert_error(replay, 409, "conflict", mentions="already uploaded")
+    second_id, second = c.edges[1]
+    partial = {k: v for k, v in list(edge_state().items())[1:]}
+    mismatch = await upload(c, encode(update(c, node_id=second_id, state=partial)), headers=second)
+    assert_error(mismatch, 409, "adapter_mismatch")
+    uploads = cloud.app.state.cloud.uploads[(c.run_id, 1)]
+    assert set(uploads) == {c.edge_id}
+    rounds = (await cloud.client.get(f"/v1/runs/{c.run_id}/rounds", headers=cloud.admin)).json()
+    assert [r["state"] for r in rounds] == ["training"]
+
+
+async def _wait_for_round(cloud: Cloud, run_id: str, state: str) -> list[dict[str, Any]]:
+    with anyio.fail_after(20):
+        while True:
+            rounds: list[dict[str, Any]] = (
+                await cloud.client.get(f"/v1/runs/{run_id}/rounds", headers=cloud.admin)
+            ).json()
+            if rounds and rounds[-1]["state"] == state:
+                return rounds
+            await anyio.sleep(0.05)
+
+
+async def test_valid_upload_commits_a_global_version(collecting: Collecting) -> None:
+    cloud, run_id = collecting.cloud, collecting.run_id
+    sent = edge_state(scale=2.0)
+    body = encode(update(collecting, state=sent))
+    ack = await upload(collecting, body)
+    assert ack.status_code == 200 and ack.json() == {"ok": True, "detail": ""}
+
+    rounds = await _wait_for_round(cloud, run_id, "completed")
+    assert rounds[-1]["round"] == 1 and rounds[-1]["version"] == 1
+    metrics = (await cloud.client.get(f"/v1/runs/{run_id}/metrics", headers=cloud.admin)).json()
+    assert metrics["rounds"][0]["bytes"]["adapters_edge_to_cloud"] == len(body)
+
+    got = await cloud.client.get(f"/v1/runs/{run_id}/adapters/1", headers=collecting.edge)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/msgpack"
+    broadcast = decode(got.content, AdapterBroadcast)
+    assert broadcast.run_id == run_id and broadcast.version == 1
+    assert sorted(broadcast.tensors) == sorted(sent)
+    for key, tensor in sent.items():
+        torch.testing.assert_close(from_payload(broadcast.tensors[key], dtype=torch.float32), tensor)
+
+    key = sorted(sent)[0]
+    subset = await cloud.client.get(
+        f"/v1/runs/{run_id}/adapters/1", params={"keys": key}, headers=cloud.admin
+    )
+    assert subset.status_code == 200 and list(decode(subset.content, AdapterBroadcast).tensors) == [key]
+    unknown_key = await cloud.client.get(
+        f"/v1/runs/{run_id}/adapters/1", params={"keys": "no.such.key"}, headers=collecting.device
+    )
+    assert_error(unknown_key, 404, "not_found", mentions="no.such.key")
+    assert_error(
+        await cloud.client.get(f"/v1/runs/{run_id}/adapters/2", headers=collecting.edge), 404, "not_found"
+    )
+    assert_error(await cloud.client.get(f"/v1/runs/{run_id}/adapters/1"), 401, "unauthorized")
+    assert_error(
+        await cloud.client.get(f"/v1/runs/{run_id}/adapters/1", headers=bearer("nope")), 401, "unauthorized"
+    )
+
+    for filename in ("adapter_config.json", "adapter_model.safetensors"):
+        peft = await cloud.client.get(f"/v1/runs/{run_id}/adapters/1/peft/{filename}", headers=cloud.admin)
+        assert peft.status_code == 200 and len(peft.content) > 0
+    assert_error(
+        await cloud.client.get(f"/v1/runs/{run_id}/adapters/1/peft/elsa.db", headers=cloud.admin),
+        404,
+        "not_found",
+    )
+    assert_error(
+        await cloud.client.get(f"/v1/runs/{run_id}/adapters/9/peft/adapter_config.json", headers=cloud.admin),
+        404,
+        "not_found",
+    )
+
+    # the round is closed: a late upload is refused
+    assert_error(await upload(collecting, body), 409, "conflict", mentions="not collecting")
+    # the run completes once its device has reported the last round
+    assert (await post_report(collecting, report(collecting))).status_code == 200
+    with anyio.fail_after(10):
+        while (await cloud.client.get(f"/v1/runs/{run_id}", headers=cloud.admin)).json()[
+            "state"
+        ] != "completed":
+            await anyio.sleep(0.05)
+
+
+def report(c: Collecting, **fields: Any) -> dict[str, Any]:
+    return {
+        "run_id": c.run_id,
+        "round": 1,
+        "metrics": {"loss": 0.5, "accuracy": 0.75},
+        "bytes": {"activations": 100},
+        **fields,
+    }
+
+
+async def post_report(
+    c: Collecting, body: Any, *, round_index: int = 1, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    url = f"/v1/runs/{c.run_id}/rounds/{round_index}/reports"
+    auth = c.device if headers is None else headers
+    if isinstance(body, bytes):
+        return await c.cloud.client.post(
+            url, content=body, headers={"content-type": "application/json", **auth}
+        )
+    return await c.cloud.client.post(url, json=body, headers=auth)
+
+
+async def test_valid_report_is_visible_in_metrics(collecting: Collecting) -> None:
+    response = await post_report(collecting, report(collecting))
+    assert response.status_code == 200 and response.json()["ok"] is True
+    metrics = (
+        await collecting.cloud.client.get(
+            f"/v1/runs/{collecting.run_id}/metrics", headers=collecting.cloud.admin
+        )
+    ).json()
+    assert metrics["run_id"] == collecting.run_id
+    (round_1,) = metrics["rounds"]
+    assert round_1["round"] == 1 and round_1["reports"] == 1
+    assert round_1["metrics"] == {"accuracy": 0.75, "loss": 0.5}
+    assert round_1["bytes"] == {"activations": 100}
+
+
+BAD_REPORTS: dict[str, tuple[Any, dict[str, Any], int, str]] = {
+    # name: (body builder, post kwargs, status, code)
+    "unknown round": (lambda c: report(c, round=7), {"round_index": 7}, 404, "not_found"),
+    "round differs from URL": (lambda c: report(c, round=2), {}, 409, "conflict"),
+    "run differs from URL": (lambda c: report(c, run_id="other-run"), {}, 409, "conflict"),
+    "negative byte count": (
+        lambda c: report(c, bytes={"activations": 5, "gradients": -1}),
+        {},
+        422,
+        "invalid_request",
+    ),
+    "nan metric": (
+        lambda c: b'{"run_id": "%s", "round": 1, "metrics": {"loss": NaN}}' % c.run_id.encode(),
+        {},
+        422,
+        "invalid_config",
+    ),
+    "byte kind too long": (lambda c: report(c, bytes={"k" * 65: 1}), {}, 422, "invalid_request"),
+    "metric name too long": (lambda c: report(c, metrics={"m" * 200: 1.0}), {}, 422, "invalid_config"),
+    "not json": (lambda c: b"{nope", {}, 422, "invalid_request"),
+    "unknown field": (lambda c: report(c, extra=1), {}, 422, "invalid_request"),
+    "bad round": (lambda c: report(c, round=-1), {"round_index": -1}, 422, "invalid_request"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REPORTS))
+async def test_bad_report_is_refused_and_records_nothing(collecting: Collecting, case: str) -> None:
+    build, kwargs, status, code = BAD_REPORTS[case]
+    before = await collecting.cloud.snapshot(collecting.run_id)
+    assert_error(await post_report(collecting, build(collecting), **kwargs), status, code)
+    assert await collecting.cloud.snapshot(collecting.run_id) == before
+    assert await collecting.cloud.healthy()
+
+
+async def test_replayed_report_is_409_and_counts_once(collecting: Collecting) -> None:
+    assert (await post_report(collecting, report(collecting))).status_code == 200
+    after_first = await collecting.cloud.snapshot(collecting.run_id)
+    replay = await post_report(collecting, report(collecting, metrics={"loss": 9.0}))
+    assert_error(replay, 409, "conflict", mentions="already reported")
+    assert await collecting.cloud.snapshot(collecting.run_id) == after_first
+    assert after_first["metrics"]["rounds"][0]["bytes"] == {"activations": 100}
+
+
+async def test_report_authentication(collecting: Collecting) -> None:
+    before = await collecting.cloud.snapshot(collecting.run_id)
+    body = report(collecting)
+    assert_error(await post_report(collecting, body, headers={}), 401, "unauthorized")
+    assert_error(await post_report(collecting, body, headers=bearer(ADMIN_TOKEN)), 401, "unauthorized")
+    assert_error(
+        await post_report(collecting, body, headers=collecting.edge), 403, "forbidden", mentions="devices"
+    )
+    _, stranger = await collecting.cloud.join("device", "device-999")
+    assert_error(await post_report(collecting, body, headers=stranger), 403, "forbidden", mentions="assigned")
+    assert await collecting.cloud.snapshot(collecting.run_id) == before
+
+
+async def test_report_for_unknown_run_is_404(cloud: Cloud) -> None:
+    _, device = await cloud.join("device", "device-000")
+    response = await cloud.client.post(
+        "/v1/runs/no-such-run/rounds/1/reports", json={"run_id": "no-such-run", "round": 1}, headers=device
+    )
+    assert_error(response, 404, "not_found")
