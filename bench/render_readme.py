@@ -64,6 +64,8 @@ def render_split_overhead(r: dict[str, Any]) -> list[str]:
                 f"{row['q1_ms']:.1f} – {row['q3_ms']:.1f}",
                 "–" if ratio is None else f"**{ratio:.3f}**",
                 "–" if ratio is None else f"{row['paired_ratio_median']:.3f}",
+                f"{row['median_cpu_ms']:.1f}" if "median_cpu_ms" in row else "–",
+                f"{row['cpu_ratio_mono_over_split']:.3f}" if "cpu_ratio_mono_over_split" in row else "–",
             ]
         )
     lines = [
@@ -73,7 +75,15 @@ def render_split_overhead(r: dict[str, Any]) -> list[str]:
         f"Target: mono/split ≥ {r['target']['ratio_mono_over_split_min']}.",
         "",
         *md_table(
-            ["variant", "median ms/step", "IQR ms", "mono/split (ratio of medians)", "paired ratio (median)"],
+            [
+                "variant",
+                "median ms/step",
+                "IQR ms",
+                "mono/split (ratio of medians)",
+                "paired ratio (median)",
+                "CPU ms/step",
+                "CPU mono/split",
+            ],
             rows,
         ),
     ]
@@ -108,6 +118,15 @@ def render_simulate_default(r: dict[str, Any]) -> list[str]:
         ["optimizer steps (total)", str(e["optimizer_steps_total"]), str(c["optimizer_steps_total"])],
         ["examples seen (total)", str(e["examples_seen_total"]), str(c["examples_seen_total"])],
         ["wall time s", f"{e['wall_s_median']:.1f}", f"{c['wall_s_median']:.1f}"],
+        *(
+            [["CPU time s (user+sys)", f"{e['cpu_s_median']:.1f}", f"{c['cpu_s_median']:.1f}"]]
+            if "cpu_s_median" in e
+            else []
+        ),
+        [
+            "wall time s per cloud round",
+            *(" / ".join(f"{w:.0f}" for w in x["attempts"][-1]["round_wall_s"][1:]) for x in (e, c)),
+        ],
         ["peak RSS MiB", f"{e['peak_rss_bytes_max'] / MIB:.0f}", f"{c['peak_rss_bytes_max'] / MIB:.0f}"],
         ["**final accuracy**", f"**{e['final_accuracy']:.3f}**", f"**{c['final_accuracy']:.3f}**"],
     ]

@@ -1,7 +1,8 @@
 """Benchmark: ``elsa simulate`` on the default config vs centralized LoRA on the same data and steps.
 
 Runs two simulations through the CLI, each as its own subprocess, and measures for each its
-wall time (process start to exit), peak RSS (the kernel's high-water mark for the process from
+wall time (process start to exit), CPU time (user + sys, from ``os.wait4``; less sensitive
+than wall time to other load on a shared machine), peak RSS (the kernel's high-water mark for the process from
 ``os.wait4``, plus the process tree's RSS sampled with psutil every ``--poll-s`` seconds) and
 the test accuracy after every cloud round (from the run's ``metrics.json``).
 
@@ -171,6 +172,7 @@ class Measured:
     peak_rss_bytes: int
     peak_rss_tree_sampled_bytes: int
     rss_samples: int
+    cpu_s: float
 
 
 def run_measured(cmd: list[str], log_path: Path, poll_s: float) -> Measured:
@@ -190,6 +192,7 @@ def run_measured(cmd: list[str], log_path: Path, poll_s: float) -> Measured:
         peak_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
         peak_rss_tree_sampled_bytes=sampler.peak_bytes,
         rss_samples=sampler.samples,
+        cpu_s=usage.ru_utime + usage.ru_stime,
     )
 
 
@@ -232,6 +235,7 @@ def simulate(config_path: Path, out_dir: Path, run_id: str, threads: int, poll_s
         "peak_rss_bytes": measured.peak_rss_bytes,
         "peak_rss_tree_sampled_bytes": measured.peak_rss_tree_sampled_bytes,
         "rss_samples": measured.rss_samples,
+        "cpu_s": measured.cpu_s,
         "sim_wall_s": metrics["wall_s"],
         "adapter_numel": metrics["adapter_numel"],
         "accuracy_per_round": [r["test_accuracy"] for r in rounds],
@@ -278,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"repeat {rep + 1}/{args.repeats}: elsa simulate {name} ({paths[name]}) ...", flush=True)
             got = simulate(paths[name], work / "runs", f"{name}-{rep}", threads, args.poll_s)
             print(
-                f"  {got['wall_s']:.1f} s, peak RSS {got['peak_rss_bytes'] / 2**20:.0f} MiB, "
+                f"  {got['wall_s']:.1f} s wall, {got['cpu_s']:.1f} s CPU, peak RSS {got['peak_rss_bytes'] / 2**20:.0f} MiB, "
                 f"final accuracy {got['accuracy_per_round'][-1]:.3f}",
                 flush=True,
             )
@@ -292,6 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "config_file": _display(paths[name]) if name == "elsa" and not args.quick else "(temporary YAML)",
             **step_accounting(cfg),
             "wall_s_median": median([t["wall_s"] for t in tries]),
+            "cpu_s_median": median([t["cpu_s"] for t in tries]),
             "peak_rss_bytes_max": max(t["peak_rss_bytes"] for t in tries),
             "final_accuracy": tries[-1]["accuracy_per_round"][-1],
             "accuracy_per_round": tries[-1]["accuracy_per_round"],
@@ -325,6 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "final_accuracy_centralized": central["final_accuracy"],
             "accuracy_gap_centralized_minus_elsa": central["final_accuracy"] - elsa["final_accuracy"],
             "wall_ratio_elsa_over_centralized": elsa["wall_s_median"] / central["wall_s_median"],
+            "cpu_ratio_elsa_over_centralized": elsa["cpu_s_median"] / central["cpu_s_median"],
             "peak_rss_ratio_elsa_over_centralized": elsa["peak_rss_bytes_max"]
             / central["peak_rss_bytes_max"],
         },
@@ -344,6 +350,7 @@ def print_report(record: dict[str, Any]) -> None:
         ["optimizer steps (total)", *both("optimizer_steps_total", "{}")],
         ["examples seen (total)", *both("examples_seen_total", "{}")],
         ["wall time s (median)", *both("wall_s_median", "{:.1f}")],
+        ["CPU time s (user+sys, median)", *both("cpu_s_median", "{:.1f}")],
         ["peak RSS MiB", f"{e['peak_rss_bytes_max'] / 2**20:.0f}", f"{c['peak_rss_bytes_max'] / 2**20:.0f}"],
         ["final accuracy", *both("final_accuracy", "{:.3f}")],
     ]

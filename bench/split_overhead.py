@@ -7,7 +7,8 @@ trainable (LoRA + classifier) parameters. Split = ``DeviceStepper.step`` through
 train on the same fixed batch (random token ids, full attention mask) and run interleaved
 (A, B, C, A, B, C ... with the order rotated every repeat); each repeat times ``--steps`` steps.
 The throughput ratio is monolithic_ms / split_ms (>= 1 means the split step is as fast; the
-target is >= 0.95). A per-phase breakdown of the split step is measured in extra interleaved
+target is >= 0.95); the process CPU time per step (all threads) is recorded too, as a figure less
+sensitive to other load on a shared machine. A per-phase breakdown of the split step is measured in extra interleaved
 variants with timing hooks, so the main timings carry no instrumentation.
 
 Usage: ``python bench/split_overhead.py [--quick] [--repeats N] [--steps S] [--threads T]
@@ -247,17 +248,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     names = [*timed, *(f"{n}_phases" for n in phased)]
     samples: dict[str, list[float]] = {name: [] for name in timed}
+    cpu_samples: dict[str, list[float]] = {name: [] for name in timed}
     phase_samples: dict[str, dict[str, list[float]]] = {n: {p: [] for p in PHASES} for n in phased}
     for rep in range(args.repeats):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             if name in timed:
                 fn = timed[name]
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 for _ in range(args.steps):
                     fn(step_index)
                     step_index += 1
                 samples[name].append((time.perf_counter() - start) * 1e3 / args.steps)
+                cpu_samples[name].append((time.process_time() - cpu_start) * 1e3 / args.steps)
             else:
                 variant = name.removesuffix("_phases")
                 for step_phases in phased[variant](step_index, args.phase_steps):
@@ -270,10 +273,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, float]] = {}
     for name, values in samples.items():
         q1, q3 = quartiles(values)
-        row = {"median_ms": median(values), "q1_ms": q1, "q3_ms": q3}
+        cpu = cpu_samples[name]
+        row = {"median_ms": median(values), "q1_ms": q1, "q3_ms": q3, "median_cpu_ms": median(cpu)}
         if name != "monolithic":
             row["ratio_mono_over_split"] = median(mono) / median(values)
             row["paired_ratio_median"] = median([m / s for m, s in zip(mono, values, strict=True)])
+            row["cpu_ratio_mono_over_split"] = median(cpu_samples["monolithic"]) / median(cpu)
         results[name] = row
     phases = {
         variant: {phase: median(vals) for phase, vals in per.items()}
@@ -304,6 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "wire_bytes_per_step": wire_bytes,
         "phases_median_ms": phases,
         "samples_ms_per_step": samples,
+        "samples_cpu_ms_per_step": cpu_samples,
         "phase_samples_ms": phase_samples,
     }
 
@@ -321,12 +327,22 @@ def print_report(record: dict[str, Any]) -> None:
                 f"{row['q1_ms']:.1f}-{row['q3_ms']:.1f}",
                 "-" if ratio is None else f"{ratio:.3f}",
                 "-" if ratio is None else f"{row['paired_ratio_median']:.3f}",
+                f"{row['median_cpu_ms']:.1f}",
+                "-" if ratio is None else f"{row['cpu_ratio_mono_over_split']:.3f}",
             ]
         )
     print_table(
         f"MiniLM step, batch {p['batch_size']} x {p['seq_len']} tokens, {p['threads']} threads, "
         f"{p['repeats']} repeats x {p['steps_per_repeat']} steps",
-        ["variant", "median ms/step", "IQR ms", "mono/split", "paired ratio"],
+        [
+            "variant",
+            "median ms/step",
+            "IQR ms",
+            "mono/split",
+            "paired ratio",
+            "CPU ms/step",
+            "CPU mono/split",
+        ],
         rows,
     )
     phases = record["phases_median_ms"]

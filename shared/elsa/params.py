@@ -113,3 +113,111 @@ class PartitionParams:
         _require(self.alpha is None or self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
         _require(self.quantity_sigma >= 0, "quantity_sigma must be >= 0")
         _require(self.min_examples >= 0, "min_examples must be >= 0")
+
+
+@dataclass(frozen=True)
+class FingerprintParams:
+    """Behavioural fingerprints on the public probe set (DESIGN §2.3).
+
+    ``num_probes`` = Q probe sentences, ``basis_dim`` = k public principal directions,
+    ``eps`` = ridge added to the k x k covariance (Σ + εI) so every fingerprint is invertible.
+    """
+
+    num_probes: int = 256
+    basis_dim: int = 32
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _require(self.num_probes >= 2, f"num_probes must be >= 2, got {self.num_probes}")
+        _require(self.basis_dim >= 1, f"basis_dim must be >= 1, got {self.basis_dim}")
+        _require(self.eps > 0, f"fingerprint eps must be > 0, got {self.eps}")
+
+
+@dataclass(frozen=True)
+class ClusteringParams:
+    """Spectral clustering of fingerprints (DESIGN §2.4).
+
+    ``sigma`` = ``None`` means the median off-diagonal symmetric KL. K is chosen by eigengap in
+    ``[1, k_max]``: the largest gap ``λ_{k+1} - λ_k`` of the normalised Laplacian over
+    ``2 <= k <= k_max`` wins if it is at least ``min_eigengap``, otherwise K = 1 (see
+    :func:`elsa.cluster.spectral.choose_num_clusters`). ``kmeans_restarts`` seeded k-means runs
+    are made and the lowest-inertia one kept. ``eps`` and ``basis_dim`` mirror
+    :class:`FingerprintParams` for callers that cluster from raw representations.
+    """
+
+    k_max: int = 4
+    sigma: float | None = None
+    eps: float = 1e-3
+    seed: int = 0
+    basis_dim: int = 32
+    min_eigengap: float = 0.2
+    kmeans_restarts: int = 10
+
+    def __post_init__(self) -> None:
+        _require(self.k_max >= 1, f"k_max must be >= 1, got {self.k_max}")
+        _require(self.sigma is None or self.sigma > 0, f"sigma must be > 0 or None, got {self.sigma}")
+        _require(self.eps > 0, f"clustering eps must be > 0, got {self.eps}")
+        _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        _require(self.basis_dim >= 1, f"basis_dim must be >= 1, got {self.basis_dim}")
+        _require(0.0 <= self.min_eigengap <= 2.0, f"min_eigengap must be in [0, 2], got {self.min_eigengap}")
+        _require(self.kmeans_restarts >= 1, f"kmeans_restarts must be >= 1, got {self.kmeans_restarts}")
+
+
+@dataclass(frozen=True)
+class TrustParams:
+    """Prediction-consistency trust (DESIGN §2.5).
+
+    ``trust_t = beta * trust_{t-1} + (1 - beta) * evidence_t``; a node starts at ``initial``;
+    trust strictly below ``tau_min`` quarantines it (aggregation weight 0, keeps training).
+    """
+
+    beta: float = 0.7
+    tau_min: float = 0.5
+    initial: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.beta < 1.0, f"trust beta must be in [0, 1), got {self.beta}")
+        _require(0.0 <= self.tau_min <= 1.0, f"tau_min must be in [0, 1], got {self.tau_min}")
+        _require(0.0 <= self.initial <= 1.0, f"initial trust must be in [0, 1], got {self.initial}")
+
+
+@dataclass(frozen=True)
+class AssignmentParams:
+    """Latency-aware edge assignment (DESIGN §2.6).
+
+    ``default_edge_capacity``: devices an edge hosts when it reports no capacity of its own.
+    ``tie_rel_tol``: bottlenecks within this relative tolerance of the best count as tied, and
+    the total cost decides among them.
+    """
+
+    default_edge_capacity: int = 16
+    tie_rel_tol: float = 1e-9
+
+    def __post_init__(self) -> None:
+        _require(
+            self.default_edge_capacity >= 1,
+            f"default_edge_capacity must be >= 1, got {self.default_edge_capacity}",
+        )
+        _require(0.0 <= self.tie_rel_tol < 1.0, f"tie_rel_tol must be in [0, 1), got {self.tie_rel_tol}")
+
+
+@dataclass(frozen=True)
+class SplitPlanParams:
+    """Resource-aware split planning (DESIGN §2.2).
+
+    ``min_head_blocks`` / ``min_tail_blocks`` bound h and t from below (>= 1: the device always
+    keeps the embeddings side and the task head side). ``cut_transfers_per_step``: cut tensors a
+    step moves over the device's link (DESIGN counts the two cut tensors).
+    """
+
+    min_head_blocks: int = 1
+    min_tail_blocks: int = 1
+    cut_transfers_per_step: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.min_head_blocks >= 1, f"min_head_blocks must be >= 1, got {self.min_head_blocks}")
+        _require(self.min_tail_blocks >= 1, f"min_tail_blocks must be >= 1, got {self.min_tail_blocks}")
+        _require(
+            self.cut_transfers_per_step >= 0,
+            f"cut_transfers_per_step must be >= 0, got {self.cut_transfers_per_step}",
+        )

@@ -74,52 +74,50 @@ async def test_join_with_malformed_json_is_422(cloud: Cloud) -> None:
     assert await cloud.healthy()
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("POST", "/v1/nodes/me/heartbeat"),
-        ("POST", "/v1/nodes/me/resources"),
-        ("GET", "/v1/edges"),
-        ("GET", "/v1/tasks/next?wait_s=0"),
-    ],
-)
-async def test_node_endpoints_need_a_node_token(cloud: Cloud, method: str, path: str) -> None:
-    json = {"links": []} if path.endswith("resources") else None
-    missing = await cloud.client.request(method, path, json=json)
-    assert_error(missing, 401, "unauthorized", mentions="missing bearer token")
-    not_bearer = await cloud.client.request(method, path, json=json, headers={"authorization": "Basic abc"})
-    assert_error(not_bearer, 401, "unauthorized")
-    wrong = await cloud.client.request(method, path, json=json, headers=bearer("not-a-token"))
-    assert_error(wrong, 401, "unauthorized", mentions="unknown token")
-    # the admin token is not a node token
-    admin = await cloud.client.request(method, path, json=json, headers=bearer(ADMIN_TOKEN))
-    assert_error(admin, 401, "unauthorized")
+NODE_ENDPOINTS = [
+    ("POST", "/v1/nodes/me/heartbeat"),
+    ("POST", "/v1/nodes/me/resources"),
+    ("GET", "/v1/edges"),
+    ("GET", "/v1/tasks/next?wait_s=0"),
+]
+OPERATOR_ENDPOINTS = [
+    ("GET", "/v1/nodes"),
+    ("GET", "/v1/runs"),
+    ("POST", "/v1/runs"),
+    ("GET", "/v1/runs/some-run"),
+    ("POST", "/v1/runs/some-run/pause"),
+    ("GET", "/v1/runs/some-run/rounds"),
+    ("GET", "/v1/runs/some-run/metrics"),
+    ("GET", "/v1/runs/some-run/assignments"),
+    ("GET", "/v1/runs/some-run/events"),
+    ("GET", "/v1/runs/some-run/adapters/1/peft/adapter_config.json"),
+]
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/v1/nodes"),
-        ("GET", "/v1/runs"),
-        ("POST", "/v1/runs"),
-        ("GET", "/v1/runs/some-run"),
-        ("POST", "/v1/runs/some-run/pause"),
-        ("GET", "/v1/runs/some-run/rounds"),
-        ("GET", "/v1/runs/some-run/metrics"),
-        ("GET", "/v1/runs/some-run/assignments"),
-        ("GET", "/v1/runs/some-run/events"),
-        ("GET", "/v1/runs/some-run/adapters/1/peft/adapter_config.json"),
-    ],
-)
-async def test_operator_endpoints_need_the_admin_token(cloud: Cloud, method: str, path: str) -> None:
+async def test_node_endpoints_need_a_node_token(cloud: Cloud) -> None:
+    for method, path in NODE_ENDPOINTS:
+        json = {"links": []} if path.endswith("resources") else None
+        missing = await cloud.client.request(method, path, json=json)
+        assert_error(missing, 401, "unauthorized", mentions="missing bearer token")
+        not_bearer = await cloud.client.request(method, path, json=json, headers={"authorization": "Basic abc"})
+        assert_error(not_bearer, 401, "unauthorized")
+        wrong = await cloud.client.request(method, path, json=json, headers=bearer("not-a-token"))
+        assert_error(wrong, 401, "unauthorized", mentions="unknown token")
+        # the admin token is not a node token
+        admin = await cloud.client.request(method, path, json=json, headers=bearer(ADMIN_TOKEN))
+        assert_error(admin, 401, "unauthorized")
+
+
+async def test_operator_endpoints_need_the_admin_token(cloud: Cloud) -> None:
     _, node = await cloud.join("device", "device-000")
-    json = {"config": {}} if method == "POST" and path == "/v1/runs" else None
-    missing = await cloud.client.request(method, path, json=json)
-    assert_error(missing, 401, "unauthorized")
-    node_token = await cloud.client.request(method, path, json=json, headers=node)
-    assert_error(node_token, 403, "forbidden", mentions="admin token")
-    wrong = await cloud.client.request(method, path, json=json, headers=bearer("not-the-admin-token"))
-    assert_error(wrong, 403, "forbidden")
+    for method, path in OPERATOR_ENDPOINTS:
+        json = {"config": {}} if method == "POST" and path == "/v1/runs" else None
+        missing = await cloud.client.request(method, path, json=json)
+        assert_error(missing, 401, "unauthorized")
+        node_token = await cloud.client.request(method, path, json=json, headers=node)
+        assert_error(node_token, 403, "forbidden", mentions="admin token")
+        wrong = await cloud.client.request(method, path, json=json, headers=bearer("not-the-admin-token"))
+        assert_error(wrong, 403, "forbidden")
     assert (await cloud.client.get("/v1/runs", headers=cloud.admin)).json() == []
 
 

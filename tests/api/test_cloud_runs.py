@@ -77,9 +77,8 @@ async def test_run_name_that_cannot_be_an_id_is_422(cloud: Cloud, name: str) -> 
     assert (await cloud.client.get("/v1/runs", headers=cloud.admin)).json() == []
 
 
-@pytest.mark.parametrize(
-    ("method", "suffix"),
-    [
+async def test_unknown_run_is_404(cloud: Cloud) -> None:
+    for method, suffix in [
         ("GET", ""),
         ("POST", "/pause"),
         ("POST", "/resume"),
@@ -88,11 +87,10 @@ async def test_run_name_that_cannot_be_an_id_is_422(cloud: Cloud, name: str) -> 
         ("GET", "/metrics"),
         ("GET", "/assignments"),
         ("GET", "/events"),
-    ],
-)
-async def test_unknown_run_is_404(cloud: Cloud, method: str, suffix: str) -> None:
-    response = await cloud.client.request(method, f"/v1/runs/no-such-run{suffix}", headers=cloud.admin)
-    assert_error(response, 404, "not_found", mentions="no-such-run")
+    ]:
+        response = await cloud.client.request(method, f"/v1/runs/no-such-run{suffix}", headers=cloud.admin)
+        assert response.status_code == 404, (method, suffix)
+        assert_error(response, 404, "not_found", mentions="no-such-run")
 
 
 async def test_unknown_action_is_422(cloud: Cloud) -> None:

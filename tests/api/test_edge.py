@@ -21,17 +21,26 @@ from elsa.model.split import SplitModel
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.rounds import EdgeRound
 from elsa.wire import (
+    AdapterBroadcast,
+    AdapterUpdate,
+    BackwardRequest,
+    BackwardResponse,
     ForwardRequest,
+    ForwardResponse,
     FrameDecoder,
     Message,
+    TensorPayload,
+    decode,
+    encode,
     encode_frames,
+    from_payload,
     to_payload,
 )
 from elsa_edge.main import create_app
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState, ServedRound
 
-from .support import HIDDEN, bearer, serve, tiny_split_model
+from .support import HIDDEN, assert_error, bearer, serve, tiny_split_model
 
 pytestmark = pytest.mark.anyio
 
@@ -332,7 +341,8 @@ BAD_FORWARDS: dict[str, tuple[Any, int, str]] = {
     "empty body": (lambda sid: b"", 409, "conflict"),
     "truncated": (lambda sid: frames(forward_request(sid))[:-7], 400, "decode_error"),
     "length prefix past the limit": (lambda sid: (MAX_BODY * 2).to_bytes(4, "big") + b"x", 413, "payload_too_large"),
-    "plain msgpack instead of frames": (lambda sid: encode(forward_request(sid)), 400, "decode_error"),
+    # a msgpack document read as a frame stream: its first bytes announce a huge frame
+    "plain msgpack instead of frames": (lambda sid: encode(forward_request(sid)), 413, "payload_too_large"),
     "another message kind": (
         lambda sid: frames(BackwardRequest(session_id=sid, step=0, grad=to_payload(activations(), "fp32"))),
         400,
@@ -346,6 +356,16 @@ BAD_FORWARDS: dict[str, tuple[Any, int, str]] = {
         "bad_tensor",
     ),
     "nan activations": (lambda sid: frames(forward_request(sid, x=_nan_x())), 422, "bad_tensor"),
+    "empty batch": (
+        lambda sid: frames(forward_request(sid, x=torch.zeros(0, 5, HIDDEN), mask=torch.ones(0, 5, dtype=torch.uint8))),
+        422,
+        "bad_tensor",
+    ),
+    "empty sequence": (
+        lambda sid: frames(forward_request(sid, x=torch.zeros(2, 0, HIDDEN), mask=torch.ones(2, 0, dtype=torch.uint8))),
+        422,
+        "bad_tensor",
+    ),
     "inconsistent tensor": (_inconsistent, 422, "bad_tensor"),
     "mask of another shape": (
         lambda sid: frames(forward_request(sid, mask=torch.ones(2, 4, dtype=torch.uint8))), 422, "bad_tensor"
@@ -472,6 +492,7 @@ async def test_bad_update_is_refused_and_records_nothing(edge: Edge, case: str) 
 
 async def test_replayed_update_is_409(edge: Edge) -> None:
     sid = await edge.open()
+    await edge.open(DEVICES[1])  # so that one submission does not complete the edge round
     assert (await edge.submit(sid, encode(device_update(edge)))).status_code == 200
     recorded = edge.served.edge_round.submissions[0][DEVICES[0]]
     replay = await edge.submit(sid, encode(device_update(edge, num_examples=99)))
@@ -518,7 +539,7 @@ async def test_model_long_poll_parameters(edge: Edge) -> None:
         assert_error(response, 422, "invalid_request")
 
 
-async def test_last_edge_round_with_the_cloud_unreachable(edge: Edge) -> None:
+async def test_last_edge_round_with_the_cloud_unreachable(edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
     sids = {d: await edge.open(d) for d in DEVICES}
     for edge_round in (0, 1):
         for device, sid in sids.items():
@@ -534,3 +555,18 @@ async def test_last_edge_round_with_the_cloud_unreachable(edge: Edge) -> None:
     assert status["runs"][RUN]["uploaded"] is False
     assert status["last_error"] is not None and "unavailable" in status["last_error"]
     assert (await edge.client.get("/health")).status_code == 200
+    # once the cloud answers again, the worker's retry uploads the kept model
+    sent: list[AdapterUpdate] = []
+
+    def accept(run_id: str, round_index: int, update: AdapterUpdate) -> int:
+        assert (run_id, round_index) == (RUN, 1)
+        sent.append(update)
+        return 1
+
+    monkeypatch.setattr(edge.app.state.cloud, "upload_edge_model", accept)
+    edge.app.state.worker.retry_uploads()
+    assert edge.served.uploaded is True
+    assert len(sent) == 1 and sent[0].num_examples == 2 * 4
+    assert sorted(sent[0].tensors) == sorted(edge.served.model.adapter_keys())
+    edge.app.state.worker.retry_uploads()
+    assert len(sent) == 1

@@ -14,7 +14,7 @@ from elsa_cloud.settings import CloudSettings
 from elsa_edge.main import create_app as create_edge
 from elsa_edge.settings import EdgeSettings
 
-from .support import serve
+from .support import assert_error, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -79,3 +79,6 @@ async def test_openapi_lists_every_route_and_docs_answer(tmp_path: Path, service
         docs = await client.get("/docs")
         assert docs.status_code == 200
         assert "swagger-ui" in docs.text
+        # routing errors use the documented error body too
+        assert_error(await client.get("/v1/no-such-route"), 404, "not_found")
+        assert_error(await client.delete("/health"), 405, "method_not_allowed")

@@ -72,6 +72,7 @@ def test_split_overhead_quick(split_overhead: dict[str, Any]) -> None:
     for name, row in r["results"].items():
         assert row["median_ms"] > 0
         assert row["q1_ms"] <= row["median_ms"] <= row["q3_ms"]
+        assert row["median_cpu_ms"] > 0
         assert len(r["samples_ms_per_step"][name]) == r["params"]["repeats"] == 2
         if name != "monolithic":
             assert row["ratio_mono_over_split"] > 0
@@ -102,6 +103,7 @@ def test_simulate_default_quick(simulate_default: dict[str, Any]) -> None:
     assert 0 < elsa["examples_seen_total"] <= central["examples_seen_total"]
     for run in (elsa, central):
         assert run["wall_s_median"] > 0
+        assert run["cpu_s_median"] > 0
         assert run["peak_rss_bytes_max"] > 50 * 2**20  # a Python process with torch loaded
         accuracies = run["accuracy_per_round"]
         assert len(accuracies) == run["config"]["train"]["cloud_rounds"] + 1

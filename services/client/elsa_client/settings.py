@@ -21,6 +21,8 @@ class ClientSettings(BaseSettings):
     poll_wait_s: float = Field(20.0, gt=0, description="long-poll wait for cloud tasks")
     probe_bytes: int = Field(256 * 1024, ge=1024, description="payload of the throughput probe")
     edge_model_wait_s: float = Field(600.0, gt=0, description="how long to wait for an edge round's model")
+    session_open_wait_s: float = Field(120.0, ge=0, description="wait for the edge to prepare a round")
+    heartbeat_s: float = Field(5.0, gt=0, description="liveness signal interval while busy")
     evaluate: bool = Field(True, description="evaluate the start and end models of each round locally")
     eval_batch_size: int = Field(32, ge=1)
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")

@@ -21,6 +21,7 @@ class EdgeSettings(BaseSettings):
     edge_round_deadline_s: float = Field(
         300.0, gt=0, description="close an edge round with the devices present"
     )
+    heartbeat_s: float = Field(5.0, gt=0, description="liveness signal interval")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     autostart: bool = Field(True, description="join the cloud and poll tasks on startup")
     log_level: str = Field(

@@ -19,6 +19,7 @@ class Session:
     run_id: str
     round_index: int
     token_hash: str
+    pending: tuple[int, tuple[int, ...]] | None = None  # step and shape of the forward awaiting backward
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ServedRound:
     tokens: dict[str, str]  # device id -> session token hash
     opened_at: float
     uploaded: bool = False
+    upload_failed: bool = False  # the cloud refused the edge model (not retried)
     first_submit_at: dict[int, float] = field(default_factory=dict)
 
 

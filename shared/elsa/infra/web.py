@@ -14,6 +14,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from elsa.errors import AuthError, ElsaError, PayloadTooLargeError
 
@@ -49,7 +50,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map ElsaError -> its HTTP status with ``{"error", "detail"}``; validation -> 422; else 500."""
+    """Map ElsaError -> its HTTP status with ``{"error", "detail"}``; validation -> 422; routing
+    errors (unknown path 404, wrong method 405) -> the same body; else 500."""
 
     async def on_elsa_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ElsaError)
@@ -64,12 +66,22 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse({"error": "invalid_request", "detail": problems[:2000]}, status_code=422)
 
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code < 400:  # e.g. 304: no body
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"path": request.url.path})
         return JSONResponse({"error": "internal", "detail": "internal error"}, status_code=500)
 
     app.add_exception_handler(ElsaError, on_elsa_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -40,6 +40,8 @@ def plot_rounds(metrics: dict[str, Any], out_path: Path) -> Path:
     axes[1].set_title("loss")
     axes[1].legend()
     axes[1].grid(alpha=0.3)
+    for ax in axes:
+        ax.set_xticks(x)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)
@@ -71,6 +73,8 @@ def plot_service_rounds(rounds: list[dict[str, Any]], out_path: Path, title: str
         axes[2].bar(x, ys, bottom=bottom, label=kind)
         bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
     axes[2].set_title("MB per round by kind")
+    for ax in axes:
+        ax.set_xticks(x)
     axes[2].set_xlabel("cloud round")
     axes[2].legend(fontsize=7)
     fig.tight_layout()

@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import torch
 
-from elsa.errors import ElsaError, UnavailableError
+from elsa.errors import ElsaError, NotFoundError, UnavailableError
 from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink, encode_state
 from elsa.model.adapters import select
 from elsa.runtime.config import RunConfig, parse_config
@@ -68,6 +68,7 @@ class DeviceAgent:
     def run(self) -> None:
         """Join, probe, then pull and execute tasks until stopped."""
         self._join()
+        threading.Thread(target=self.heartbeat_loop, name="device-heartbeat", daemon=True).start()
         self._probe_edges()
         seq = 0
         while not self.stop.is_set():
@@ -157,6 +158,29 @@ class DeviceAgent:
         self.status.examples = device.num_examples
         return run
 
+    def _open_session(
+        self, edge: EdgeClient, run_id: str, round_index: int, device_id: str, token: str
+    ) -> str:
+        """Open the split session, waiting while the edge is still preparing the round."""
+        give_up = time.monotonic() + self.settings.session_open_wait_s
+        while True:
+            try:
+                return edge.open_session(run_id, round_index, device_id, token)
+            except NotFoundError:
+                if time.monotonic() > give_up or self.stop.is_set():
+                    raise
+                self.stop.wait(0.5)
+
+    def heartbeat_loop(self) -> None:
+        """Tell the cloud this device is alive while it trains (polling does it when idle)."""
+        while not self.stop.wait(self.settings.heartbeat_s):
+            if self.status.node_id is None:
+                continue
+            try:
+                self.cloud.heartbeat()
+            except ElsaError as exc:
+                logger.debug("heartbeat failed", extra={"error": exc.code})
+
     def train_round(self, task: Task, run_id: str, round_index: int, raw_config: dict[str, Any]) -> None:
         """One cloud round: start model, tau2 edge rounds of tau1 steps, local evaluation, report."""
         run = self._ensure_run(run_id, raw_config)
@@ -175,7 +199,7 @@ class DeviceAgent:
             device.load_model(run.initial)
         edge = EdgeClient(task.edge_url, timeout_s=300.0)
         try:
-            session_id = edge.open_session(run_id, round_index, device.device_id, task.session_token)
+            session_id = self._open_session(edge, run_id, round_index, device.device_id, task.session_token)
             device.link = HttpCutLink(edge, session_id, config.transport_params())
             metrics: dict[str, float] = {}
             if self.settings.evaluate:

@@ -25,6 +25,7 @@ from elsa.runtime.config import parse_config
 from elsa.wire import AdapterBroadcast, AdapterUpdate, decode, encode, from_payload, to_payload
 from elsa.wire.control import Ack, MetricsReport
 from elsa_cloud.deps import DeviceDep, EdgeDep, SettingsDep, StateDep
+from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
 from elsa_cloud.workflows.coordinator import now
 from elsa_cloud.workflows.vault import load_version, version_dir
@@ -97,11 +98,21 @@ async def get_peft_file(
     return FileResponse(path)
 
 
-async def _check_storable(state: CloudState, run_id: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse a model the coordinator could not store as a PEFT version (it would fail the run)."""
+async def _check_storable(
+    state: CloudState, settings: CloudSettings, run_id: str, tensors: dict[str, torch.Tensor]
+) -> None:
+    """Refuse a model the coordinator could not store, or that would not fit the run's global
+    version (it would fail the run or every node's next round)."""
+    if not tensors:
+        raise AdapterMismatchError("the edge model holds no tensors")
     record = await state.store.get_run(run_id)
     if record is None:
         raise NotFoundError(f"unknown run {run_id}")
+    latest = await state.store.latest_adapter_version(run_id)
+    if latest is not None:
+        ref = await _global_state(state, settings.adapter_dir, run_id, latest.version)
+        if sorted(ref) != sorted(tensors) or any(ref[k].shape != tensors[k].shape for k in ref):
+            raise AdapterMismatchError(f"edge model keys/shapes differ from global version {latest.version}")
     try:
         model_type = model_type_of(parse_config(record.config, source=f"run {run_id}").model.name)
     except ModelError:
@@ -126,7 +137,7 @@ async def upload_edge_model(
     if key not in state.uploads:
         raise ConflictError(f"round {round_index} of run {run_id} is not collecting edge models")
     tensors = {k: from_payload(p, dtype=torch.float32) for k, p in update.tensors.items()}
-    await _check_storable(state, run_id, tensors)
+    await _check_storable(state, settings, run_id, tensors)
     reference = next(iter(state.uploads[key].values()), None)
     if reference is not None:
         ref = reference[0]

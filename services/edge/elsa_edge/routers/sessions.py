@@ -121,6 +121,10 @@ async def forward(
     _check_session_id(message.session_id, session)
     hidden = served.model.task_model.hidden_size
     lower = from_payload(message.activations, dtype=torch.float32, expected_shape=(None, None, hidden))
+    if lower.shape[0] == 0 or lower.shape[1] == 0:
+        raise TensorError(
+            f"activations of shape {tuple(lower.shape)}: need at least one example and position"
+        )
     mask = from_payload(message.attention_mask, expected_shape=lower.shape[:2]).to(torch.long)
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise TensorError("attention_mask must hold 0/1")
@@ -134,6 +138,8 @@ async def forward(
             return stepper.forward(step, lower, mask)
 
     upper = await run_in_threadpool(compute)
+    if step >= 0:
+        session.pending = (step, tuple(upper.shape))
     state.bytes_in += len(message.activations.data)
     reply = ForwardResponse(
         session_id=session.session_id,
@@ -154,15 +160,17 @@ async def backward(
     message = await _read_one(request, settings.max_body_bytes, BackwardRequest)
     _check_session_id(message.session_id, session)
     stepper = served.edge_round.session(session.device_id)
-    grad = from_payload(
-        message.grad, dtype=torch.float32, expected_shape=(None, None, served.model.task_model.hidden_size)
-    )
+    expected: tuple[int | None, ...] = (None, None, served.model.task_model.hidden_size)
+    if session.pending is not None and session.pending[0] == message.step:
+        expected = session.pending[1]  # the gradient must match the pending forward's output
+    grad = from_payload(message.grad, dtype=torch.float32, expected_shape=expected)
 
     def compute() -> torch.Tensor:
         with state.compute_lock:
             return stepper.backward(message.step, grad)
 
     lower_grad = await run_in_threadpool(compute)
+    session.pending = None
     state.bytes_in += len(message.grad.data)
     reply = BackwardResponse(
         session_id=session.session_id,

@@ -56,6 +56,7 @@ class EdgeWorker:
         self.join()
         watcher = threading.Thread(target=self.watch_deadlines, name="edge-deadlines", daemon=True)
         watcher.start()
+        threading.Thread(target=self.heartbeat_loop, name="edge-heartbeat", daemon=True).start()
         seq = 0
         while not self.stop.is_set():
             try:
@@ -126,6 +127,14 @@ class EdgeWorker:
                 self.state.last_error = f"{exc.code}: {exc.detail}"
                 logger.warning("closing an edge round failed", extra={"error": exc.code})
 
+    def heartbeat_loop(self) -> None:
+        """Liveness signal while the worker is busy (loading a model, long rounds)."""
+        while not self.stop.wait(self.settings.heartbeat_s):
+            try:
+                self.cloud.heartbeat()
+            except ElsaError as exc:
+                logger.debug("heartbeat failed", extra={"error": exc.code})
+
     def close_overdue_edge_rounds(self) -> None:
         """Aggregate edge rounds whose deadline passed with the devices that submitted."""
         now = time.monotonic()
@@ -139,15 +148,43 @@ class EdgeWorker:
                     )
                     finish_edge_round(self.state, self.cloud, served, edge_round)
 
+    def retry_uploads(self) -> None:
+        """Upload final edge models whose upload failed because the cloud was unavailable."""
+        for served in list(self.state.rounds.values()):
+            last = served.config.train.edge_rounds - 1
+            if not served.uploaded and not served.upload_failed and last in served.edge_round.models:
+                try_upload(self.state, self.cloud, served)
+
 
 def finish_edge_round(state: EdgeState, cloud: CloudClient, served: ServedRound, edge_round: int) -> None:
-    """Aggregate an edge round; after the last one, upload the edge model to the cloud."""
+    """Aggregate an edge round; after the last one, upload the edge model to the cloud.
+
+    A failed upload does not fail the caller (a device's valid update): the model is kept and
+    the worker retries while the cloud is unavailable.
+    """
     with state.state_lock:
         if edge_round in served.edge_round.models:
             return
         served.edge_round.aggregate(edge_round)
     if edge_round == served.config.train.edge_rounds - 1 and not served.uploaded:
+        try_upload(state, cloud, served)
+
+
+def try_upload(state: EdgeState, cloud: CloudClient, served: ServedRound) -> None:
+    """Upload the round's edge model; on failure record it (retried later if the cloud was down)."""
+    try:
         upload_edge_model(state, cloud, served)
+    except ElsaError as exc:
+        state.last_error = f"{exc.code}: {exc.detail}"
+        served.upload_failed = not isinstance(exc, UnavailableError)
+        logger.warning(
+            "edge model upload failed",
+            extra={
+                "run_id": served.edge_round.run_id,
+                "round": served.edge_round.round_index,
+                "error": exc.code,
+            },
+        )
 
 
 def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound) -> None:
