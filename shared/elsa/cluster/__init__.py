@@ -1,1 +1,41 @@
-"""elsa.cluster."""
+"""Behavioural fingerprints, symmetric-KL divergence and spectral clustering (DESIGN §2.3-§2.4)."""
+
+from elsa.cluster.divergence import skl_matrix, symmetric_kl
+from elsa.cluster.fingerprints import (
+    Fingerprint,
+    Pooling,
+    gaussian_fingerprint,
+    pooled_representation,
+    probe_basis,
+)
+from elsa.cluster.kmeans import canonical_labels, kmeans
+from elsa.cluster.metrics import adjusted_rand_index
+from elsa.cluster.spectral import (
+    affinity,
+    choose_num_clusters,
+    cluster_fingerprints,
+    laplacian_spectrum,
+    match_cluster_ids,
+    median_sigma,
+    spectral_clusters,
+)
+
+__all__ = [
+    "Fingerprint",
+    "Pooling",
+    "adjusted_rand_index",
+    "affinity",
+    "canonical_labels",
+    "choose_num_clusters",
+    "cluster_fingerprints",
+    "gaussian_fingerprint",
+    "kmeans",
+    "laplacian_spectrum",
+    "match_cluster_ids",
+    "median_sigma",
+    "pooled_representation",
+    "probe_basis",
+    "skl_matrix",
+    "spectral_clusters",
+    "symmetric_kl",
+]

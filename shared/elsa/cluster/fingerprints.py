@@ -93,7 +93,7 @@ def probe_basis(representations: npt.ArrayLike, k: int) -> FloatArray:
     pivots = np.argmax(np.abs(basis), axis=0)
     signs = np.sign(basis[pivots, np.arange(k)])
     signs[signs == 0] = 1.0
-    return basis * signs[np.newaxis, :]
+    return np.asarray(basis * signs[np.newaxis, :], dtype=np.float64)
 
 
 def gaussian_fingerprint(representations: npt.ArrayLike, basis: npt.ArrayLike, eps: float) -> Fingerprint:

@@ -167,15 +167,18 @@ def cluster_fingerprints(fingerprints: Sequence[Fingerprint], params: Clustering
     )
 
 
-def match_cluster_ids(previous: Mapping[NodeT, int], new_labels: Mapping[NodeT, int]) -> dict[NodeT, int]:
+def match_cluster_ids(
+    previous: Mapping[NodeT, int], new_labels: Mapping[NodeT, int], *, min_fresh_id: int = 0
+) -> dict[NodeT, int]:
     """Stable cluster ids across re-clusterings (DESIGN §2.4).
 
     ``previous``: node → cluster id of the last clustering (may be empty); ``new_labels``: node →
     label of the new clustering (arbitrary integers). New clusters are matched one-to-one to
     previous ids by maximum overlap (number of shared nodes; Hungarian algorithm,
     ``scipy.optimize.linear_sum_assignment``); a new cluster matched with overlap > 0 keeps that
-    id, every other new cluster gets a fresh id (max of previous ids + 1, + 2, ...) in order of
-    its smallest node. Deterministic: rows/columns are ordered by smallest node / id. Returns
+    id, every other new cluster gets a fresh id in order of its smallest node: max(previous ids + 1,
+    ``min_fresh_id``), then + 1, ... (pass the next never-used id as ``min_fresh_id`` so retired
+    ids are not reused). Deterministic: rows/columns are ordered by smallest node / id. Returns
     node → id for every node of ``new_labels``; inputs are not mutated.
     """
     groups: dict[int, list[NodeT]] = {}
@@ -195,7 +198,7 @@ def match_cluster_ids(previous: Mapping[NodeT, int], new_labels: Mapping[NodeT, 
         for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
             if overlap[i, j] > 0:
                 mapping[new_order[i]] = old_ids[j]
-    next_id = (max(old_ids) + 1) if old_ids else 0
+    next_id = max((max(old_ids) + 1) if old_ids else 0, min_fresh_id)
     for label in new_order:
         if label not in mapping:
             mapping[label] = next_id

@@ -13,6 +13,7 @@ error answer is rebuilt as the same :class:`~elsa.errors.ElsaError` subclass.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -125,6 +126,30 @@ class CloudClient(_Peer):
         joined = JoinResponse.model_validate(response.json())
         self.token = joined.token
         return joined
+
+    def join_until_accepted(
+        self, request: JoinRequest, stop: threading.Event, retry_s: float = 1.0
+    ) -> JoinResponse | None:
+        """Join, retrying while the cloud is unreachable; None if ``stop`` is set first.
+
+        A refusal (wrong secret, bad request) is raised, not retried.
+        """
+        while not stop.is_set():
+            try:
+                return self.join(request)
+            except UnavailableError:
+                stop.wait(retry_s)
+        return None
+
+    def heartbeat_until(self, stop: threading.Event, interval_s: float) -> None:
+        """Send a liveness signal every ``interval_s`` until ``stop`` is set (a thread target)."""
+        while not stop.wait(interval_s):
+            if self.token is None:
+                continue
+            try:
+                self.heartbeat()
+            except ElsaError:
+                continue
 
     def report_resources(self, report: ResourceReport) -> None:
         """Send memory budget, per-block compute time and link probes."""

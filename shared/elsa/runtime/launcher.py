@@ -195,9 +195,15 @@ def plan_demo(config: RunConfig, run_dir: Path, redis_url: str | None, database_
 
 
 def start_services(
-    cluster: Cluster, plan: DemoPlan, run_dir: Path, overrides: Mapping[str, Mapping[str, str]] | None = None
+    cluster: Cluster,
+    plan: DemoPlan,
+    run_dir: Path,
+    overrides: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    with_devices: bool = True,
 ) -> str:
-    """Start Redis (embedded unless given), cloud, edges and devices; returns the Redis URL.
+    """Start Redis (embedded unless given), cloud, edges and (unless ``with_devices`` is False)
+    the device agents; returns the Redis URL.
 
     ``overrides`` adds environment variables per process kind ("cloud", "edge", "device").
     """
@@ -237,7 +243,7 @@ def start_services(
                 **extra.get("edge", {}),
             },
         )
-    for i, port in enumerate(plan.device_ports):
+    for i, port in enumerate(plan.device_ports if with_devices else ()):
         cluster.uvicorn(
             f"device-{i:03d}",
             "device",

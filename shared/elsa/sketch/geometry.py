@@ -62,9 +62,7 @@ class SketchGeometry:
     def __post_init__(self) -> None:
         _require(self.rows >= 1, f"sketch rows must be >= 1, got {self.rows}")
         _require(self.cols >= 1, f"sketch cols must be >= 1, got {self.cols}")
-        _require(
-            1 <= self.length <= _MAX_LENGTH, f"sketch length must be in [1, 2**40], got {self.length}"
-        )
+        _require(1 <= self.length <= _MAX_LENGTH, f"sketch length must be in [1, 2**40], got {self.length}")
         _require(_MIN_SEED <= self.seed <= _MAX_SEED, f"sketch seed {self.seed} is outside 64 bits")
         _require(0 <= self.round <= _MAX_ROUND, f"sketch round must be >= 0, got {self.round}")
         if self.dense:
@@ -125,9 +123,13 @@ def tensor_geometry(name: str, length: int, params: SketchParams, round: int, se
     """
     _require(length >= 1, f"tensor {name!r} has no elements")
     rows = params.rows
-    cols = params.cols if params.cols is not None else max(1, math.floor(length / (params.compression * rows)))
+    cols = (
+        params.cols if params.cols is not None else max(1, math.floor(length / (params.compression * rows)))
+    )
     if length < params.dense_below or rows * cols >= length:
-        return SketchGeometry(rows=1, cols=length, length=length, seed=seed, round=round, tensor=name, dense=True)
+        return SketchGeometry(
+            rows=1, cols=length, length=length, seed=seed, round=round, tensor=name, dense=True
+        )
     return SketchGeometry(rows=rows, cols=cols, length=length, seed=seed, round=round, tensor=name)
 
 

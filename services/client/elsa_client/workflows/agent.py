@@ -68,7 +68,12 @@ class DeviceAgent:
     def run(self) -> None:
         """Join, probe, then pull and execute tasks until stopped."""
         self._join()
-        threading.Thread(target=self.heartbeat_loop, name="device-heartbeat", daemon=True).start()
+        threading.Thread(
+            target=self.cloud.heartbeat_until,
+            args=(self.stop, self.settings.heartbeat_s),
+            name="device-heartbeat",
+            daemon=True,
+        ).start()
         self._probe_edges()
         seq = 0
         while not self.stop.is_set():
@@ -97,15 +102,10 @@ class DeviceAgent:
             name=self.settings.device_name,
             memory_bytes=self.settings.memory_bytes,
         )
-        while not self.stop.is_set():
-            try:
-                joined = self.cloud.join(request)
-            except UnavailableError:
-                self.stop.wait(1.0)
-                continue
+        joined = self.cloud.join_until_accepted(request, self.stop)
+        if joined is not None:
             self.status.node_id = joined.node_id
             logger.info("joined cloud", extra={"node_id": joined.node_id})
-            return
 
     def _probe_edges(self) -> None:
         """Measure RTT and throughput to every edge and report them (DESIGN §2.1)."""
@@ -170,16 +170,6 @@ class DeviceAgent:
                 if time.monotonic() > give_up or self.stop.is_set():
                     raise
                 self.stop.wait(0.5)
-
-    def heartbeat_loop(self) -> None:
-        """Tell the cloud this device is alive while it trains (polling does it when idle)."""
-        while not self.stop.wait(self.settings.heartbeat_s):
-            if self.status.node_id is None:
-                continue
-            try:
-                self.cloud.heartbeat()
-            except ElsaError as exc:
-                logger.debug("heartbeat failed", extra={"error": exc.code})
 
     def train_round(self, task: Task, run_id: str, round_index: int, raw_config: dict[str, Any]) -> None:
         """One cloud round: start model, tau2 edge rounds of tau1 steps, local evaluation, report."""

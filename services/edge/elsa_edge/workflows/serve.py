@@ -41,22 +41,22 @@ class EdgeWorker:
             url=self.settings.public_url,
             capacity=self.settings.capacity,
         )
-        while not self.stop.is_set():
-            try:
-                joined = self.cloud.join(request)
-            except UnavailableError:
-                self.stop.wait(1.0)
-                continue
+        joined = self.cloud.join_until_accepted(request, self.stop)
+        if joined is not None:
             self.state.node_id = joined.node_id
             logger.info("joined cloud", extra={"node_id": joined.node_id})
-            return
 
     def run(self) -> None:
         """Join, then poll tasks until stopped (edge-round deadlines are watched in another thread)."""
         self.join()
         watcher = threading.Thread(target=self.watch_deadlines, name="edge-deadlines", daemon=True)
         watcher.start()
-        threading.Thread(target=self.heartbeat_loop, name="edge-heartbeat", daemon=True).start()
+        threading.Thread(
+            target=self.cloud.heartbeat_until,
+            args=(self.stop, self.settings.heartbeat_s),
+            name="edge-heartbeat",
+            daemon=True,
+        ).start()
         seq = 0
         while not self.stop.is_set():
             try:
@@ -126,14 +126,6 @@ class EdgeWorker:
             except ElsaError as exc:
                 self.state.last_error = f"{exc.code}: {exc.detail}"
                 logger.warning("closing an edge round failed", extra={"error": exc.code})
-
-    def heartbeat_loop(self) -> None:
-        """Liveness signal while the worker is busy (loading a model, long rounds)."""
-        while not self.stop.wait(self.settings.heartbeat_s):
-            try:
-                self.cloud.heartbeat()
-            except ElsaError as exc:
-                logger.debug("heartbeat failed", extra={"error": exc.code})
 
     def close_overdue_edge_rounds(self) -> None:
         """Aggregate edge rounds whose deadline passed with the devices that submitted."""
