@@ -136,11 +136,26 @@ async def start_collecting(cloud: Cloud, edges: int = 1) -> Collecting:
     config = run_config()
     config["topology"] = {"edges": edges, "devices_per_edge": 1}
     run_id = (await cloud.create_run(config))["run_id"]
-    uploads = cloud.app.state.cloud.uploads
-    with anyio.fail_after(10):
-        while (run_id, 1) not in uploads:
-            await anyio.sleep(0.05)
+    await wait_for_task(cloud, joined_devices[-1][1], "train", run_id, 1)
     return Collecting(cloud, run_id, joined_edges, joined_devices)
+
+
+async def wait_for_task(
+    cloud: Cloud, auth: dict[str, str], kind: str, run_id: str, round_index: int
+) -> dict[str, Any]:
+    """Long-poll a node's tasks until it is told ``kind`` for this run and round (devices hear
+    of a round last: by then the round is set up and collects edge models)."""
+    after = 0
+    with anyio.fail_after(15):
+        while True:
+            response = await cloud.client.get(
+                "/v1/tasks/next", params={"after": after, "wait_s": 5}, headers=auth
+            )
+            assert response.status_code == 200, response.text
+            task: dict[str, Any] = response.json()
+            if task["kind"] == kind and task["run_id"] == run_id and task["round"] == round_index:
+                return task
+            after = int(response.headers["x-elsa-task-seq"])
 
 
 @pytest.fixture

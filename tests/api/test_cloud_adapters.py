@@ -12,9 +12,10 @@ import msgpack
 import pytest
 import torch
 
+from elsa.infra.web import token_hash
 from elsa.wire import AdapterBroadcast, AdapterUpdate, TensorPayload, decode, encode, from_payload, to_payload
 
-from .conftest import ADMIN_TOKEN, MAX_BODY, Cloud, Collecting, run_config, start_collecting
+from .conftest import ADMIN_TOKEN, MAX_BODY, Cloud, Collecting, run_config, start_collecting, wait_for_task
 from .support import assert_error, bearer, tiny_split_model
 
 pytestmark = pytest.mark.anyio
@@ -53,6 +54,36 @@ async def upload(
         content=body,
         headers={**MSGPACK, **(c.edge if headers is None else headers)},
     )
+
+
+async def test_a_round_hands_out_serve_and_train_tasks(collecting: Collecting) -> None:
+    cloud, run_id = collecting.cloud, collecting.run_id
+    device_id = collecting.devices[0][0]
+    serve = await wait_for_task(cloud, collecting.edge, "serve", run_id, 1)
+    train = await wait_for_task(cloud, collecting.device, "train", run_id, 1)
+    assert serve["devices"] == ["device-000"] and serve["version"] == 0
+    assert serve["config"]["topology"] == {"edges": 1, "devices_per_edge": 1}
+    assert train["edge_id"] == collecting.edge_id and train["edge_url"] == "http://edge-0.invalid:8100"
+    assert serve["session_token_hashes"] == {"device-000": token_hash(train["session_token"])}
+    # nothing newer: an immediate idle that keeps the sequence number
+    polled = await cloud.client.get(
+        "/v1/tasks/next", params={"after": 0, "wait_s": 0}, headers=collecting.device
+    )
+    seq = polled.headers["x-elsa-task-seq"]
+    again = await cloud.client.get(
+        "/v1/tasks/next", params={"after": seq, "wait_s": 0}, headers=collecting.device
+    )
+    assert again.json()["kind"] == "idle" and again.headers["x-elsa-task-seq"] == seq
+
+    assignment = (await cloud.client.get(f"/v1/runs/{run_id}/assignments", headers=cloud.admin)).json()
+    assert assignment == {"run_id": run_id, "assignment": {device_id: collecting.edge_id}}
+    (round_1,) = (await cloud.client.get(f"/v1/runs/{run_id}/rounds", headers=cloud.admin)).json()
+    assert round_1["round"] == 1 and round_1["state"] == "training" and round_1["version"] is None
+    assert round_1["participants"] == 1
+    events = (await cloud.client.get(f"/v1/runs/{run_id}/events", headers=cloud.admin)).json()
+    assert [e["kind"] for e in events] == ["round_started"]
+    run = (await cloud.client.get(f"/v1/runs/{run_id}", headers=cloud.admin)).json()
+    assert run["state"] == "running" and run["current_round"] == 1
 
 
 def _nan_state() -> dict[str, torch.Tensor]:
@@ -237,14 +268,10 @@ async def test_model_that_does_not_fit_the_global_version_is_409(cloud: Cloud) -
     _, device = await cloud.join("device", "device-000")
     run_id = (await cloud.create_run(run_config(cloud_rounds=2)))["run_id"]
     c = Collecting(cloud, run_id, [(edge_id, edge)], [("", device)])
-    uploads = cloud.app.state.cloud.uploads
-    with anyio.fail_after(10):
-        while (run_id, 1) not in uploads:
-            await anyio.sleep(0.05)
+    await wait_for_task(cloud, device, "train", run_id, 1)
     assert (await upload(c, encode(update(c)))).status_code == 200
-    with anyio.fail_after(10):
-        while (run_id, 2) not in uploads:
-            await anyio.sleep(0.05)
+    await wait_for_task(cloud, device, "train", run_id, 2)
+    uploads = cloud.app.state.cloud.uploads
     before = await cloud.snapshot(run_id)
     state = edge_state()
     key = sorted(state)[0]

@@ -99,7 +99,9 @@ async def test_node_endpoints_need_a_node_token(cloud: Cloud) -> None:
         json = {"links": []} if path.endswith("resources") else None
         missing = await cloud.client.request(method, path, json=json)
         assert_error(missing, 401, "unauthorized", mentions="missing bearer token")
-        not_bearer = await cloud.client.request(method, path, json=json, headers={"authorization": "Basic abc"})
+        not_bearer = await cloud.client.request(
+            method, path, json=json, headers={"authorization": "Basic abc"}
+        )
         assert_error(not_bearer, 401, "unauthorized")
         wrong = await cloud.client.request(method, path, json=json, headers=bearer("not-a-token"))
         assert_error(wrong, 401, "unauthorized", mentions="unknown token")

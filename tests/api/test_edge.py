@@ -169,7 +169,9 @@ def forward_request(
     )
 
 
-def device_update(edge: Edge, *, state: dict[str, torch.Tensor] | None = None, **fields: Any) -> AdapterUpdate:
+def device_update(
+    edge: Edge, *, state: dict[str, torch.Tensor] | None = None, **fields: Any
+) -> AdapterUpdate:
     start = edge.served.edge_round.start
     tensors = state if state is not None else {k: start[k] + 0.01 for k in edge.device_keys()}
     values: dict[str, Any] = {
@@ -232,7 +234,9 @@ async def test_ready_is_degraded_before_joining() -> None:
 
 async def test_open_session(edge: Edge) -> None:
     response = await edge.client.post(
-        "/v1/sessions", json={"run_id": RUN, "round": 1, "device_id": DEVICES[0]}, headers=edge.auth(DEVICES[0])
+        "/v1/sessions",
+        json={"run_id": RUN, "round": 1, "device_id": DEVICES[0]},
+        headers=edge.auth(DEVICES[0]),
     )
     assert response.status_code == 200
     body = response.json()
@@ -294,7 +298,9 @@ async def test_forward_backward_round_trip(edge: Edge) -> None:
     stepper = edge.served.edge_round.sessions[DEVICES[0]]
     body_before = {k: v.detach().clone() for k, v in stepper.state.items()}
     x = activations(batch=3, seq=6)
-    reply: ForwardResponse = unframe(await edge.post_frames(sid, "forward", frames(forward_request(sid, 0, x))), ForwardResponse)
+    reply: ForwardResponse = unframe(
+        await edge.post_frames(sid, "forward", frames(forward_request(sid, 0, x))), ForwardResponse
+    )
     assert reply.session_id == sid and reply.step == 0
     upper = from_payload(reply.activations, dtype=torch.float32)
     assert upper.shape == (3, 6, HIDDEN) and bool(torch.isfinite(upper).all())
@@ -302,7 +308,9 @@ async def test_forward_backward_round_trip(edge: Edge) -> None:
 
     grad = torch.randn(3, 6, HIDDEN, generator=torch.Generator().manual_seed(1))
     request = BackwardRequest(session_id=sid, step=0, grad=to_payload(grad, "fp32"))
-    back: BackwardResponse = unframe(await edge.post_frames(sid, "backward", frames(request)), BackwardResponse)
+    back: BackwardResponse = unframe(
+        await edge.post_frames(sid, "backward", frames(request)), BackwardResponse
+    )
     assert back.session_id == sid and back.step == 0
     lower_grad = from_payload(back.grad, dtype=torch.float32)
     assert lower_grad.shape == (3, 6, HIDDEN) and bool(torch.isfinite(lower_grad).all())
@@ -317,7 +325,8 @@ async def test_forward_backward_round_trip(edge: Edge) -> None:
 async def test_inference_forward_keeps_no_graph(edge: Edge) -> None:
     sid = await edge.open()
     reply: ForwardResponse = unframe(
-        await edge.post_frames(sid, "forward", frames(forward_request(sid)), query="?inference=true"), ForwardResponse
+        await edge.post_frames(sid, "forward", frames(forward_request(sid)), query="?inference=true"),
+        ForwardResponse,
     )
     assert from_payload(reply.activations).shape == (2, 5, HIDDEN)
     grad = BackwardRequest(session_id=sid, step=0, grad=to_payload(torch.ones(2, 5, HIDDEN), "fp32"))
@@ -340,7 +349,11 @@ BAD_FORWARDS: dict[str, tuple[Any, int, str]] = {
     "garbage": (lambda sid: b"\x00\x00\x00\x05hello", 400, "decode_error"),
     "empty body": (lambda sid: b"", 409, "conflict"),
     "truncated": (lambda sid: frames(forward_request(sid))[:-7], 400, "decode_error"),
-    "length prefix past the limit": (lambda sid: (MAX_BODY * 2).to_bytes(4, "big") + b"x", 413, "payload_too_large"),
+    "length prefix past the limit": (
+        lambda sid: (MAX_BODY * 2).to_bytes(4, "big") + b"x",
+        413,
+        "payload_too_large",
+    ),
     # a msgpack document read as a frame stream: its first bytes announce a huge frame
     "plain msgpack instead of frames": (lambda sid: encode(forward_request(sid)), 413, "payload_too_large"),
     "another message kind": (
@@ -349,30 +362,50 @@ BAD_FORWARDS: dict[str, tuple[Any, int, str]] = {
         "decode_error",
     ),
     "two messages": (lambda sid: frames(forward_request(sid)) * 2, 409, "conflict"),
-    "wrong hidden size": (lambda sid: frames(forward_request(sid, x=activations(hidden=HIDDEN + 1))), 422, "bad_tensor"),
+    "wrong hidden size": (
+        lambda sid: frames(forward_request(sid, x=activations(hidden=HIDDEN + 1))),
+        422,
+        "bad_tensor",
+    ),
     "two-dimensional activations": (
-        lambda sid: frames(forward_request(sid, x=torch.zeros(2, HIDDEN), mask=torch.ones(2, HIDDEN, dtype=torch.uint8))),
+        lambda sid: frames(
+            forward_request(sid, x=torch.zeros(2, HIDDEN), mask=torch.ones(2, HIDDEN, dtype=torch.uint8))
+        ),
         422,
         "bad_tensor",
     ),
     "nan activations": (lambda sid: frames(forward_request(sid, x=_nan_x())), 422, "bad_tensor"),
     "empty batch": (
-        lambda sid: frames(forward_request(sid, x=torch.zeros(0, 5, HIDDEN), mask=torch.ones(0, 5, dtype=torch.uint8))),
+        lambda sid: frames(
+            forward_request(sid, x=torch.zeros(0, 5, HIDDEN), mask=torch.ones(0, 5, dtype=torch.uint8))
+        ),
         422,
         "bad_tensor",
     ),
     "empty sequence": (
-        lambda sid: frames(forward_request(sid, x=torch.zeros(2, 0, HIDDEN), mask=torch.ones(2, 0, dtype=torch.uint8))),
+        lambda sid: frames(
+            forward_request(sid, x=torch.zeros(2, 0, HIDDEN), mask=torch.ones(2, 0, dtype=torch.uint8))
+        ),
         422,
         "bad_tensor",
     ),
     "inconsistent tensor": (_inconsistent, 422, "bad_tensor"),
     "mask of another shape": (
-        lambda sid: frames(forward_request(sid, mask=torch.ones(2, 4, dtype=torch.uint8))), 422, "bad_tensor"
+        lambda sid: frames(forward_request(sid, mask=torch.ones(2, 4, dtype=torch.uint8))),
+        422,
+        "bad_tensor",
     ),
-    "mask not 0/1": (lambda sid: frames(forward_request(sid, mask=torch.full((2, 5), 2, dtype=torch.uint8))), 422, "bad_tensor"),
+    "mask not 0/1": (
+        lambda sid: frames(forward_request(sid, mask=torch.full((2, 5), 2, dtype=torch.uint8))),
+        422,
+        "bad_tensor",
+    ),
     "session id of another session": (lambda sid: frames(forward_request("s-someone-else")), 409, "conflict"),
-    "oversized": (lambda sid: frames(forward_request(sid, x=activations(batch=64, seq=40))), 413, "payload_too_large"),
+    "oversized": (
+        lambda sid: frames(forward_request(sid, x=activations(batch=64, seq=40))),
+        413,
+        "payload_too_large",
+    ),
 }
 
 
@@ -393,7 +426,9 @@ async def test_bad_forward_is_refused_and_changes_nothing(edge: Edge, case: str)
 async def test_backward_without_forward_is_409(edge: Edge) -> None:
     sid = await edge.open()
     request = BackwardRequest(session_id=sid, step=0, grad=to_payload(activations(), "fp32"))
-    assert_error(await edge.post_frames(sid, "backward", frames(request)), 409, "conflict", mentions="pending")
+    assert_error(
+        await edge.post_frames(sid, "backward", frames(request)), 409, "conflict", mentions="pending"
+    )
 
 
 async def test_backward_without_a_session_is_404(edge: Edge) -> None:
@@ -404,17 +439,31 @@ async def test_backward_without_a_session_is_404(edge: Edge) -> None:
 
 
 BAD_BACKWARDS: dict[str, tuple[Any, int, str]] = {
-    "wrong step": (lambda sid: BackwardRequest(session_id=sid, step=1, grad=to_payload(activations(), "fp32")), 409, "conflict"),
+    "wrong step": (
+        lambda sid: BackwardRequest(session_id=sid, step=1, grad=to_payload(activations(), "fp32")),
+        409,
+        "conflict",
+    ),
     "session id of another session": (
-        lambda sid: BackwardRequest(session_id="s-other", step=0, grad=to_payload(activations(), "fp32")), 409, "conflict"
+        lambda sid: BackwardRequest(session_id="s-other", step=0, grad=to_payload(activations(), "fp32")),
+        409,
+        "conflict",
     ),
     "grad of another batch shape": (
-        lambda sid: BackwardRequest(session_id=sid, step=0, grad=to_payload(activations(batch=3), "fp32")), 422, "bad_tensor"
+        lambda sid: BackwardRequest(session_id=sid, step=0, grad=to_payload(activations(batch=3), "fp32")),
+        422,
+        "bad_tensor",
     ),
     "grad of another hidden size": (
-        lambda sid: BackwardRequest(session_id=sid, step=0, grad=to_payload(activations(hidden=8), "fp32")), 422, "bad_tensor"
+        lambda sid: BackwardRequest(session_id=sid, step=0, grad=to_payload(activations(hidden=8), "fp32")),
+        422,
+        "bad_tensor",
     ),
-    "nan grad": (lambda sid: BackwardRequest(session_id=sid, step=0, grad=to_payload(_nan_x(), "fp32")), 422, "bad_tensor"),
+    "nan grad": (
+        lambda sid: BackwardRequest(session_id=sid, step=0, grad=to_payload(_nan_x(), "fp32")),
+        422,
+        "bad_tensor",
+    ),
 }
 
 
@@ -535,11 +584,15 @@ async def test_edge_model_long_poll(edge: Edge) -> None:
 async def test_model_long_poll_parameters(edge: Edge) -> None:
     sid = await edge.open()
     for params in ({"edge_round": 0, "wait_s": 121}, {"edge_round": -1}, {}):
-        response = await edge.client.get(f"/v1/sessions/{sid}/model", params=params, headers=edge.auth(DEVICES[0]))
+        response = await edge.client.get(
+            f"/v1/sessions/{sid}/model", params=params, headers=edge.auth(DEVICES[0])
+        )
         assert_error(response, 422, "invalid_request")
 
 
-async def test_last_edge_round_with_the_cloud_unreachable(edge: Edge, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_last_edge_round_with_the_cloud_unreachable(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sids = {d: await edge.open(d) for d in DEVICES}
     for edge_round in (0, 1):
         for device, sid in sids.items():

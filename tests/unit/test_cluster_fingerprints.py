@@ -87,7 +87,9 @@ def test_pooled_representation_cls_and_mean() -> None:
     hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     before = hidden.clone()
-    torch.testing.assert_close(pooled_representation(hidden, mask, "cls"), torch.tensor([[0.0, 1.0], [6.0, 7.0]]))
+    torch.testing.assert_close(
+        pooled_representation(hidden, mask, "cls"), torch.tensor([[0.0, 1.0], [6.0, 7.0]])
+    )
     torch.testing.assert_close(
         pooled_representation(hidden, mask, "mean"), torch.tensor([[1.0, 2.0], [6.0, 7.0]])
     )

@@ -290,7 +290,8 @@ class HttpCutLink:
             attention_mask=to_payload(attention_mask.to(torch.uint8)),
         )
         path = f"/v1/sessions/{self.session_id}/forward" + ("?inference=1" if step < 0 else "")
-        got = self.edge.exchange(path, request, ForwardResponse, "activations")
+        kind = "inference_activations" if step < 0 else "activations"
+        got = self.edge.exchange(path, request, ForwardResponse, kind)
         return from_payload(got.activations, dtype=torch.float32)
 
     def backward(self, step: int, grad: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,12 @@ class SketchParams:
     rows))`` for a tensor of ``n`` elements, so each table holds at most ``n / compression``
     cells and the ratio is never below ``compression``. Tensors with fewer than
     ``dense_below`` elements, and tensors whose table would not be smaller than the tensor,
-    travel dense (exactly). ``estimator`` is the decoder: ``"median"`` over rows (the classic
-    count-sketch estimate, exact on sparse vectors) or ``"mean"`` over rows (linear, so
-    decoding a merged sketch equals merging the decodes). ``topk_fraction`` keeps only the
+    travel dense (exactly). ``estimator`` is the decoder used by :func:`unsketch_state` and
+    :class:`ErrorFeedback`: ``"mean"`` over rows (the default: linear, so decoding a merged
+    sketch equals merging the senders' decodes, which is what makes sender-side error feedback
+    converge when edges and the cloud aggregate in sketch space) or ``"median"`` over rows (the
+    classic count-sketch estimate, exact on sparse vectors, but with many merged senders the
+    stream's error stalls instead of vanishing). ``topk_fraction`` keeps only the
     ``ceil(topk_fraction * n)`` largest-magnitude decoded coordinates (heavy hitters), ``None``
     keeps all. The hash seed is the run seed and is passed separately, never stored here.
     """
@@ -39,7 +42,7 @@ class SketchParams:
     compression: float = 8.0
     cols: int | None = None
     dense_below: int = 256
-    estimator: SketchEstimator = "median"
+    estimator: SketchEstimator = "mean"
     topk_fraction: float | None = None
 
     def __post_init__(self) -> None:

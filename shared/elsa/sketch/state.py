@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from elsa.errors import ConfigError, GeometryMismatchError
@@ -94,10 +95,14 @@ def _check_weights(weights: Sequence[float], *, non_negative: bool) -> None:
 def _accumulate(
     sketched: Sequence[tuple[Mapping[str, CountSketch], float]],
 ) -> tuple[
-    dict[str, np.ndarray], dict[str, np.ndarray], dict[str, SketchGeometry], dict[str, float], dict[str, int]
+    dict[str, npt.NDArray[np.float64]],
+    dict[str, npt.NDArray[np.float64]],
+    dict[str, SketchGeometry],
+    dict[str, float],
+    dict[str, int],
 ]:
-    sums: dict[str, np.ndarray] = {}
-    plain: dict[str, np.ndarray] = {}
+    sums: dict[str, npt.NDArray[np.float64]] = {}
+    plain: dict[str, npt.NDArray[np.float64]] = {}
     geometry: dict[str, SketchGeometry] = {}
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}

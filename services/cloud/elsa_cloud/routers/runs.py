@@ -116,9 +116,10 @@ async def control_run(
 async def list_rounds(run_id: str, _: AdminDep, state: StateDep) -> list[RoundView]:
     """Each round's state machine position and timestamps."""
     await _require_run(state, run_id)
+    rounds = await state.store.list_rounds(run_id)  # before versions: a completed round has one
     versions = {v.round: v.version for v in await state.store.list_adapter_versions(run_id)}
     out = []
-    for r in await state.store.list_rounds(run_id):
+    for r in rounds:
         participants = len({p.node_id for p in await state.store.list_participation(run_id, r.round)})
         out.append(
             RoundView(
