@@ -104,7 +104,7 @@ async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
 
 @dataclass
 class Collecting:
-    """A run whose round 1 is collecting edge models from the one joined edge."""
+    """A run whose round 1 collects edge models; its joined edges and devices (id, auth header)."""
 
     cloud: Cloud
     run_id: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -66,8 +65,3 @@ def tiny_split_model(seed: int = 0) -> SplitModel:
     )
     hf = BertForSequenceClassification(config).eval()
     return SplitModel(wrap_with_lora(hf, None, "classification", LoraParams(rank=4, alpha=8), seed))
-
-
-def finite(t: torch.Tensor) -> bool:
-    """Whether every value is finite."""
-    return bool(torch.isfinite(t).all()) and not math.isnan(float(t.sum()))

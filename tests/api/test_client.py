@@ -30,7 +30,7 @@ async def test_health(client: httpx.AsyncClient) -> None:
 
 async def test_ready_is_degraded_before_joining(client: httpx.AsyncClient) -> None:
     response = await client.get("/ready")
-    assert response.status_code == 200
+    assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded" and body["service"] == "client"
     assert body["node_id"] is None and body["checks"] == {"cloud": "not joined"}

@@ -224,6 +224,7 @@ async def test_ready_is_degraded_before_joining() -> None:
     app = create_app(EdgeSettings(autostart=False, cloud_url="http://127.0.0.1:9"))
     async with serve(app) as client:
         ready = await client.get("/ready")
+        assert ready.status_code == 503
         assert ready.json()["status"] == "degraded"
         assert ready.json()["checks"] == {"cloud": "not joined"}
         assert (await client.get("/v1/status")).json()["runs"] == {}
@@ -416,9 +417,11 @@ async def test_bad_forward_is_refused_and_changes_nothing(edge: Edge, case: str)
     stepper = edge.served.edge_round.sessions[DEVICES[0]]
     before = {k: v.detach().clone() for k, v in stepper.state.items()}
     assert_error(await edge.post_frames(sid, "forward", build(sid)), status, code)
-    assert stepper._pending is None
     assert all(torch.equal(before[k], v) for k, v in stepper.state.items())
     assert edge.state.bytes_in == 0
+    # no forward is pending
+    grad = BackwardRequest(session_id=sid, step=0, grad=to_payload(activations(), "fp32"))
+    assert_error(await edge.post_frames(sid, "backward", frames(grad)), 409, "conflict", mentions="pending")
     # the session still works
     unframe(await edge.post_frames(sid, "forward", frames(forward_request(sid))), ForwardResponse)
 

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from elsa.wire.control import Health
 from elsa_client.workflows.agent import DeviceAgent
@@ -24,16 +25,17 @@ def health(request: Request) -> Health:
     return Health(status="ok", service="client", node_id=_agent(request).status.node_id)
 
 
-@router.get("/ready", response_model=Health, summary="Readiness: joined the cloud")
-def ready(request: Request) -> Health:
-    """Ready once joined."""
+@router.get("/ready", response_model=Health, summary="Readiness: joined the cloud (503 before)")
+def ready(request: Request) -> JSONResponse:
+    """Ready once joined; 503 until then."""
     node_id = _agent(request).status.node_id
-    return Health(
+    body = Health(
         status="ok" if node_id else "degraded",
         service="client",
         node_id=node_id,
         checks={"cloud": "joined" if node_id else "not joined"},
     )
+    return JSONResponse(body.model_dump(), status_code=200 if node_id else 503)
 
 
 @router.get("/status", summary="What this device is doing")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from elsa.wire.control import Health
 from elsa_edge.deps import StateDep
@@ -18,16 +19,17 @@ def health(state: StateDep) -> Health:
     return Health(status="ok", service="edge", node_id=state.node_id)
 
 
-@router.get("/ready", response_model=Health, summary="Readiness: joined the cloud")
-def ready(state: StateDep) -> Health:
-    """Ready once the edge has joined the cloud."""
+@router.get("/ready", response_model=Health, summary="Readiness: joined the cloud (503 before)")
+def ready(state: StateDep) -> JSONResponse:
+    """Ready once the edge has joined the cloud; 503 until then."""
     joined = state.node_id is not None
-    return Health(
+    body = Health(
         status="ok" if joined else "degraded",
         service="edge",
         node_id=state.node_id,
         checks={"cloud": "joined" if joined else "not joined"},
     )
+    return JSONResponse(body.model_dump(), status_code=200 if joined else 503)
 
 
 @router.get("/v1/status", summary="What this edge serves now")

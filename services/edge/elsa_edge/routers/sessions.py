@@ -80,7 +80,9 @@ def open_session(body: OpenSession, request: Request, state: StateDep) -> Sessio
     split = served.config.split_params()
     with state.state_lock:
         served.edge_round.open_session(body.device_id, served.model.segments(split))
-        for sid in [s for s, v in state.sessions.items() if v.device_id == body.device_id and v.run_id == body.run_id]:
+        for sid in [
+            s for s, v in state.sessions.items() if v.device_id == body.device_id and v.run_id == body.run_id
+        ]:
             del state.sessions[sid]
         session_id = f"s-{secrets.token_hex(8)}"
         state.sessions[session_id] = Session(session_id, body.device_id, body.run_id, body.round, expected)
