@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -161,6 +162,7 @@ def demo(
     except ElsaError as exc:
         console.print(f"[red]error[/] {exc.code}: {exc.detail}")
         raise typer.Exit(2) from exc
+    _interrupt_on_signals()
     demo_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = (out / demo_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +262,16 @@ def demo(
         raise typer.Exit(1)
 
 
+def _interrupt_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM both unwind the launcher so that it stops its children."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _serve(app_path: str, host: str, port: int) -> None:
     import uvicorn
 
@@ -290,7 +302,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        console.print("interrupted")
+        console.print("interrupted: every child process was stopped")
         sys.exit(130)
 
 

@@ -151,6 +151,7 @@ class ClusteringParams:
     seed: int = 0
     basis_dim: int = 32
     min_eigengap: float = 0.2
+    min_within_affinity: float = 0.75
     kmeans_restarts: int = 10
 
     def __post_init__(self) -> None:
@@ -160,6 +161,10 @@ class ClusteringParams:
         _require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         _require(self.basis_dim >= 1, f"basis_dim must be >= 1, got {self.basis_dim}")
         _require(0.0 <= self.min_eigengap <= 2.0, f"min_eigengap must be in [0, 2], got {self.min_eigengap}")
+        _require(
+            0.0 <= self.min_within_affinity <= 1.0,
+            f"min_within_affinity must be in [0, 1], got {self.min_within_affinity}",
+        )
         _require(self.kmeans_restarts >= 1, f"kmeans_restarts must be >= 1, got {self.kmeans_restarts}")
 
 

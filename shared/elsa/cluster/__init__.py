@@ -12,10 +12,11 @@ from elsa.cluster.kmeans import canonical_labels, kmeans
 from elsa.cluster.metrics import adjusted_rand_index
 from elsa.cluster.spectral import (
     affinity,
-    choose_num_clusters,
     cluster_fingerprints,
+    eigengap_candidates,
     laplacian_spectrum,
     match_cluster_ids,
+    mean_within_affinity,
     median_sigma,
     spectral_clusters,
 )
@@ -26,12 +27,13 @@ __all__ = [
     "adjusted_rand_index",
     "affinity",
     "canonical_labels",
-    "choose_num_clusters",
     "cluster_fingerprints",
+    "eigengap_candidates",
     "gaussian_fingerprint",
     "kmeans",
     "laplacian_spectrum",
     "match_cluster_ids",
+    "mean_within_affinity",
     "median_sigma",
     "pooled_representation",
     "probe_basis",

@@ -35,6 +35,7 @@ IntArray = npt.NDArray[np.int64]
 NodeT = TypeVar("NodeT", bound=str)
 
 DEFAULT_MIN_EIGENGAP = ClusteringParams().min_eigengap
+DEFAULT_MIN_WITHIN_AFFINITY = ClusteringParams().min_within_affinity
 
 
 def _square(name: str, values: npt.ArrayLike) -> FloatArray:
@@ -107,21 +108,39 @@ def laplacian_spectrum(affinity_matrix: npt.ArrayLike) -> tuple[FloatArray, Floa
     return np.clip(values, 0.0, 2.0), vectors
 
 
-def choose_num_clusters(
+def eigengap_candidates(
     eigenvalues: npt.ArrayLike, k_max: int, min_eigengap: float = DEFAULT_MIN_EIGENGAP
-) -> int:
-    """K by eigengap (module docstring): the k in [2, min(k_max, N−1)] with the largest
-    λ_{k+1} − λ_k if that gap is >= ``min_eigengap``, else 1. ``eigenvalues`` ascending, (N,).
+) -> list[int]:
+    """Candidate cluster counts by eigengap (module docstring), best first.
+
+    ``eigenvalues``: (N,) ascending Laplacian eigenvalues. Returns every k in
+    [2, min(k_max, N − 1)] whose gap λ_{k+1} − λ_k is >= ``min_eigengap``, ordered by decreasing
+    gap (smaller k first on ties); an empty list means K = 1.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64).reshape(-1)
     if k_max < 1:
         raise ConfigError(f"k_max must be >= 1, got {k_max}")
     upper = min(k_max, lam.shape[0] - 1)
     if upper < 2:
-        return 1
+        return []
     gaps = lam[2 : upper + 1] - lam[1:upper]  # gaps[i] = λ_{k+1} − λ_k for k = i + 2 (1-based λ)
-    best = int(np.argmax(gaps))
-    return best + 2 if gaps[best] >= min_eigengap else 1
+    order = sorted(range(gaps.shape[0]), key=lambda i: (-float(gaps[i]), i))
+    return [i + 2 for i in order if gaps[i] >= min_eigengap]
+
+
+def mean_within_affinity(affinity_matrix: npt.ArrayLike, labels: npt.ArrayLike) -> float:
+    """Mean affinity over pairs i != j in the same cluster (1.0 when no cluster has two members)."""
+    w = np.asarray(affinity_matrix, dtype=np.float64)
+    lab = np.asarray(labels).reshape(-1)
+    same = (lab[:, np.newaxis] == lab[np.newaxis, :]) & ~np.eye(lab.shape[0], dtype=bool)
+    return float(w[same].mean()) if same.any() else 1.0
+
+
+def _embed_and_group(vectors: FloatArray, k: int, seed: int, restarts: int) -> IntArray:
+    embedding = vectors[:, :k]
+    norms = np.linalg.norm(embedding, axis=1, keepdims=True)
+    embedding = embedding / np.where(norms > 0, norms, 1.0)
+    return kmeans(embedding, k, np.random.default_rng(seed), restarts=restarts)
 
 
 def spectral_clusters(
@@ -130,28 +149,29 @@ def spectral_clusters(
     seed: int,
     *,
     min_eigengap: float = DEFAULT_MIN_EIGENGAP,
+    min_within_affinity: float = DEFAULT_MIN_WITHIN_AFFINITY,
     kmeans_restarts: int = 10,
 ) -> IntArray:
     """Spectral clustering of an (N x N) affinity matrix; returns (N,) int64 labels 0..K−1.
 
-    K is chosen by :func:`choose_num_clusters` in [1, k_max]; the rows of the first K
+    For each candidate K of :func:`eigengap_candidates` (best gap first), the rows of the first K
     eigenvectors of the normalised Laplacian are normalised to unit length and grouped by
-    :func:`elsa.cluster.kmeans.kmeans` with ``numpy.random.default_rng(seed)``. Labels are
+    :func:`elsa.cluster.kmeans.kmeans` with ``numpy.random.default_rng(seed)``; the first
+    grouping whose :func:`mean_within_affinity` is >= ``min_within_affinity`` is returned (see the
+    module docstring). No candidate, or none tight enough, gives K = 1 (all zeros). Labels are
     numbered in order of first appearance (node 0 is in cluster 0), so the result is a pure
-    function of (affinity, k_max, seed, min_eigengap, kmeans_restarts). The input is not mutated.
+    function of the arguments. The input is not mutated.
     """
     w = _square("affinity", affinity_matrix)
     n = w.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     values, vectors = laplacian_spectrum(w)
-    k = choose_num_clusters(values, k_max, min_eigengap)
-    if k == 1:
-        return np.zeros(n, dtype=np.int64)
-    embedding = vectors[:, :k]
-    norms = np.linalg.norm(embedding, axis=1, keepdims=True)
-    embedding = embedding / np.where(norms > 0, norms, 1.0)
-    return kmeans(embedding, k, np.random.default_rng(seed), restarts=kmeans_restarts)
+    for k in eigengap_candidates(values, k_max, min_eigengap):
+        labels = _embed_and_group(vectors, k, seed, kmeans_restarts)
+        if mean_within_affinity(w, labels) >= min_within_affinity:
+            return labels
+    return np.zeros(n, dtype=np.int64)
 
 
 def cluster_fingerprints(fingerprints: Sequence[Fingerprint], params: ClusteringParams) -> IntArray:
@@ -163,6 +183,7 @@ def cluster_fingerprints(fingerprints: Sequence[Fingerprint], params: Clustering
         params.k_max,
         params.seed,
         min_eigengap=params.min_eigengap,
+        min_within_affinity=params.min_within_affinity,
         kmeans_restarts=params.kmeans_restarts,
     )
 
