@@ -54,9 +54,11 @@ def machine_line(record: dict[str, Any]) -> str:
 
 def render_split_overhead(r: dict[str, Any]) -> list[str]:
     p = r["params"]
+    fastest = {name: min(values) for name, values in r["samples_ms_per_step"].items()}
     rows = []
     for name, row in r["results"].items():
         ratio = row.get("ratio_mono_over_split")
+        min_ratio = fastest["monolithic"] / fastest[name]
         rows.append(
             [
                 name,
@@ -66,6 +68,8 @@ def render_split_overhead(r: dict[str, Any]) -> list[str]:
                 "–" if ratio is None else f"{row['paired_ratio_median']:.3f}",
                 f"{row['median_cpu_ms']:.1f}" if "median_cpu_ms" in row else "–",
                 f"{row['cpu_ratio_mono_over_split']:.3f}" if "cpu_ratio_mono_over_split" in row else "–",
+                f"{fastest[name]:.1f}",
+                "–" if ratio is None else f"{min_ratio:.3f}",
             ]
         )
     lines = [
@@ -83,6 +87,8 @@ def render_split_overhead(r: dict[str, Any]) -> list[str]:
                 "paired ratio (median)",
                 "CPU ms/step",
                 "CPU mono/split",
+                "fastest ms/step",
+                "mono/split (fastest)",
             ],
             rows,
         ),

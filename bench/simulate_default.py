@@ -1,10 +1,10 @@
 """Benchmark: ``elsa simulate`` on the default config vs centralized LoRA on the same data and steps.
 
 Runs two simulations through the CLI, each as its own subprocess, and measures for each its
-wall time (process start to exit), CPU time (user + sys, from ``os.wait4``; less sensitive
-than wall time to other load on a shared machine), peak RSS (the kernel's high-water mark for the process from
-``os.wait4``, plus the process tree's RSS sampled with psutil every ``--poll-s`` seconds) and
-the test accuracy after every cloud round (from the run's ``metrics.json``).
+wall time (process start to exit), CPU time (user + sys from ``os.wait4``; less sensitive than
+wall time to other load on a shared machine), peak RSS (the kernel's high-water mark for the
+process from ``os.wait4``, plus the process tree's RSS sampled with psutil every ``--poll-s``
+seconds) and the test accuracy after every cloud round (from the run's ``metrics.json``).
 
 * **ELSA**: ``configs/default.yaml`` as is (MiniLM, BBC News, 2 edges x 3 devices, Dirichlet 0.5,
   quantity skew 0.3, fp16 cuts).
@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 import yaml
 
@@ -53,8 +52,8 @@ from benchkit import (
     set_torch_threads,
     write_results,
 )
-from elsa.data import dirichlet_partition, load_dataset, train_test_split
 from elsa.runtime.config import RunConfig, load_config, parse_config
+from elsa.runtime.simulation import prepare_data
 
 NAME = "simulate_default"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -97,13 +96,8 @@ def centralized_config(cfg: RunConfig) -> RunConfig:
 
 
 def device_example_counts(cfg: RunConfig) -> list[int]:
-    """Training examples per device, as ``Simulation.from_config`` partitions them (no model load)."""
-    ds = load_dataset(cfg.data.dataset)
-    train_ds, _ = train_test_split(ds, cfg.data.test_fraction, cfg.seed)
-    cap = cfg.data.max_train_examples
-    if cap is not None and len(train_ds) > cap:
-        train_ds = train_ds.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(train_ds))[:cap]))
-    parts = dirichlet_partition(np.asarray(train_ds.labels), cfg.partition_params())
+    """Training examples per device, from the simulation's own partitioning (no model load)."""
+    parts, _test = prepare_data(cfg)
     return [len(p) for p in parts]
 
 
@@ -277,16 +271,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     attempts: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     order = list(configs)
-    for rep in range(args.repeats):
-        for name in order if rep % 2 == 0 else order[::-1]:
-            print(f"repeat {rep + 1}/{args.repeats}: elsa simulate {name} ({paths[name]}) ...", flush=True)
-            got = simulate(paths[name], work / "runs", f"{name}-{rep}", threads, args.poll_s)
-            print(
-                f"  {got['wall_s']:.1f} s wall, {got['cpu_s']:.1f} s CPU, peak RSS {got['peak_rss_bytes'] / 2**20:.0f} MiB, "
-                f"final accuracy {got['accuracy_per_round'][-1]:.3f}",
-                flush=True,
-            )
-            attempts[name].append(got)
+    try:
+        for rep in range(args.repeats):
+            for name in order if rep % 2 == 0 else order[::-1]:
+                print(
+                    f"repeat {rep + 1}/{args.repeats}: elsa simulate {name} ({paths[name]}) ...", flush=True
+                )
+                got = simulate(paths[name], work / "runs", f"{name}-{rep}", threads, args.poll_s)
+                print(
+                    f"  {got['wall_s']:.1f} s wall, {got['cpu_s']:.1f} s CPU, "
+                    f"peak RSS {got['peak_rss_bytes'] / 2**20:.0f} MiB, "
+                    f"final accuracy {got['accuracy_per_round'][-1]:.3f}",
+                    flush=True,
+                )
+                attempts[name].append(got)
+    finally:
+        if not args.keep and args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
     runs: dict[str, dict[str, Any]] = {}
     for name, cfg in configs.items():
@@ -303,8 +304,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "attempts": tries,
         }
     elsa, central = runs["elsa"], runs["centralized"]
-    if not args.keep and args.work_dir is None:
-        shutil.rmtree(work, ignore_errors=True)
     return {
         "benchmark": NAME,
         "description": "elsa simulate default config vs centralized LoRA on the same data and steps",

@@ -137,12 +137,13 @@ class FingerprintParams:
 class ClusteringParams:
     """Spectral clustering of fingerprints (DESIGN §2.4).
 
-    ``sigma`` = ``None`` means the median off-diagonal symmetric KL. K is chosen by eigengap in
-    ``[1, k_max]``: the largest gap ``λ_{k+1} - λ_k`` of the normalised Laplacian over
-    ``2 <= k <= k_max`` wins if it is at least ``min_eigengap``, otherwise K = 1 (see
-    :func:`elsa.cluster.spectral.choose_num_clusters`). ``kmeans_restarts`` seeded k-means runs
-    are made and the lowest-inertia one kept. ``eps`` and ``basis_dim`` mirror
-    :class:`FingerprintParams` for callers that cluster from raw representations.
+    ``sigma`` = ``None`` means the median off-diagonal symmetric KL. K in ``[1, k_max]``: a k >= 2
+    is a candidate when the normalised-Laplacian eigengap ``λ_{k+1} - λ_k`` is at least
+    ``min_eigengap``, and is accepted when its k-means grouping has a mean within-cluster affinity
+    of at least ``min_within_affinity``; otherwise K = 1 (see :mod:`elsa.cluster.spectral`).
+    ``kmeans_restarts`` seeded k-means runs are made and the lowest-inertia one kept. ``eps`` and
+    ``basis_dim`` mirror :class:`FingerprintParams` for callers that cluster from raw
+    representations.
     """
 
     k_max: int = 4
@@ -192,11 +193,14 @@ class AssignmentParams:
 
     ``default_edge_capacity``: devices an edge hosts when it reports no capacity of its own.
     ``tie_rel_tol``: bottlenecks within this relative tolerance of the best count as tied, and
-    the total cost decides among them.
+    the total cost decides among them. ``max_solver_nodes``: branch-and-bound node budget of each
+    MILP solve (deterministic, unlike a time limit); small instances (a few clusters and edges)
+    finish well within it and are solved exactly, larger ones get the best solution found.
     """
 
     default_edge_capacity: int = 16
     tie_rel_tol: float = 1e-9
+    max_solver_nodes: int = 500
 
     def __post_init__(self) -> None:
         _require(
@@ -204,6 +208,7 @@ class AssignmentParams:
             f"default_edge_capacity must be >= 1, got {self.default_edge_capacity}",
         )
         _require(0.0 <= self.tie_rel_tol < 1.0, f"tie_rel_tol must be in [0, 1), got {self.tie_rel_tol}")
+        _require(self.max_solver_nodes >= 1, f"max_solver_nodes must be >= 1, got {self.max_solver_nodes}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elsa.assign import assign_clusters, bottleneck_s, comm_cost, edge_loads
+from elsa.assign.latency import _greedy
 from elsa.errors import ConfigError, UnavailableError
+from elsa.params import AssignmentParams
 
 
 def brute_force(
@@ -187,7 +189,7 @@ def test_latency_aware_beats_random_assignment() -> None:
     throughput = {(d, e): float(rng.uniform(1e5, 1e7)) for d in devices for e in edges}
     cost = {key: comm_cost(2e5, 5, rtt[key], throughput[key]) for key in rtt}
     aware = bottleneck_s(assign_clusters(clusters, edges, cost), cost)
-    random_bottlenecks = []
+    random_bottlenecks: list[float] = []
     names = sorted(edges)
     while len(random_bottlenecks) < 200:
         choice = {c: names[int(rng.integers(len(names)))] for c in clusters}
@@ -198,3 +200,26 @@ def test_latency_aware_beats_random_assignment() -> None:
         )
     assert aware <= min(random_bottlenecks) + 1e-9
     assert aware < 0.7 * float(np.mean(random_bottlenecks))
+
+
+def test_a_tiny_solver_budget_still_gives_a_valid_deterministic_assignment() -> None:
+    rng = np.random.default_rng(5)
+    clusters = {c: [f"c{c}d{i}" for i in range(int(rng.integers(1, 6)))] for c in range(16)}
+    devices = [d for ms in clusters.values() for d in ms]
+    edges = {f"e{j}": math.ceil(len(devices) / 6 * 1.3) for j in range(6)}
+    cost = {(d, e): float(rng.uniform(0.1, 10.0)) for d in devices for e in edges}
+    params = AssignmentParams(max_solver_nodes=1)
+    result = assign_clusters(clusters, edges, cost, params)
+    check_valid(result, clusters, edges)
+    assert assign_clusters(clusters, edges, cost, params) == result
+    assert bottleneck_s(assign_clusters(clusters, edges, cost), cost) <= bottleneck_s(result, cost) + 1e-9
+
+
+def test_greedy_fallback_hand_computed() -> None:
+    # items of sizes 2, 1, 1; edge 0 is cheap but holds 2 devices
+    item_cost = np.array([[2.0, 6.0], [1.0, 3.0], [1.0, 3.0]])
+    choice = _greedy(item_cost, np.array([2.0, 1.0, 1.0]), np.array([2, 4]))
+    # the size-2 item goes first, to edge 0 (load 2 < 6); edge 0 is then full
+    assert choice is not None
+    assert choice.tolist() == [0, 1, 1]
+    assert _greedy(item_cost, np.array([2.0, 1.0, 1.0]), np.array([1, 1])) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from elsa.assign import estimate_step_s, plan_split
@@ -10,7 +12,7 @@ from elsa.params import SplitParams, SplitPlanParams
 
 MB = 1_000_000
 # L = 6 blocks; each block takes 10 MB to train; the base (embeddings, head, cut buffers) 100 MB
-COMMON = {
+COMMON: dict[str, Any] = {
     "num_blocks": 6,
     "cut_bytes": 2 * MB,
     "throughput_bytes_per_s": 10 * MB,

@@ -12,7 +12,9 @@ from elsa.errors import ConfigError
 
 def _anisotropic(rng: np.random.Generator, q: int = 500) -> np.ndarray:
     """Q x 4 data with standard deviations 5, 3, 1, 0.5 along the coordinate axes, shifted."""
-    return rng.normal(size=(q, 4)) * np.array([5.0, 3.0, 1.0, 0.5]) + np.array([10.0, -2.0, 0.0, 1.0])
+    return np.asarray(
+        rng.normal(size=(q, 4)) * np.array([5.0, 3.0, 1.0, 0.5]) + np.array([10.0, -2.0, 0.0, 1.0])
+    )
 
 
 def test_probe_basis_finds_the_principal_directions_with_a_fixed_sign() -> None:
@@ -59,6 +61,9 @@ def test_gaussian_fingerprint_hand_computed() -> None:
     assert fp.dim == 2
     with pytest.raises(ValueError, match="read-only"):
         fp.mu[0] = 1.0
+    assert fp == gaussian_fingerprint(reps.copy(), basis, eps=0.5)
+    assert hash(fp) == hash(gaussian_fingerprint(reps.copy(), basis, eps=0.5))
+    assert fp != gaussian_fingerprint(reps, basis, eps=0.25)
 
 
 def test_gaussian_fingerprint_of_constant_representations_is_the_ridge() -> None:

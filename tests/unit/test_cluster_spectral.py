@@ -11,12 +11,13 @@ from elsa.cluster import (
     Fingerprint,
     adjusted_rand_index,
     affinity,
-    choose_num_clusters,
     cluster_fingerprints,
+    eigengap_candidates,
     gaussian_fingerprint,
     kmeans,
     laplacian_spectrum,
     match_cluster_ids,
+    mean_within_affinity,
     median_sigma,
     skl_matrix,
     spectral_clusters,
@@ -92,20 +93,47 @@ def test_affinity_rejects_bad_input() -> None:
 # --- eigengap -------------------------------------------------------------------------------
 
 
-def test_choose_num_clusters_hand_computed() -> None:
-    # gaps for k = 2, 3, 4: 0.02, 0.78, 0.10 -> K = 3
-    assert choose_num_clusters([0.0, 0.1, 0.12, 0.9, 1.0], k_max=4) == 3
-    # the same spectrum but K_max = 2 only sees the gap 0.02 < 0.2 -> K = 1
-    assert choose_num_clusters([0.0, 0.1, 0.12, 0.9, 1.0], k_max=2) == 1
-    # bunched eigenvalues (one population): largest gap 0.1 < 0.2 -> K = 1
-    assert choose_num_clusters([0.0, 0.8, 0.85, 0.9, 1.0], k_max=4) == 1
-    # gaps 0.05, 0.05, 0.10: with a lower threshold the largest one (k = 4) is accepted
-    assert choose_num_clusters([0.0, 0.8, 0.85, 0.9, 1.0], k_max=4, min_eigengap=0.05) == 4
-    # equal largest gaps: the smallest k wins
-    assert choose_num_clusters([0.0, 0.25, 0.5, 0.75, 1.0], k_max=4) == 2
-    assert choose_num_clusters([0.0, 0.5], k_max=4) == 1
+def test_eigengap_candidates_hand_computed() -> None:
+    # gaps for k = 2, 3, 4: 0.02, 0.78, 0.10 -> only k = 3 reaches 0.2
+    assert eigengap_candidates([0.0, 0.1, 0.12, 0.9, 1.0], k_max=4) == [3]
+    # K_max = 2 only sees the gap 0.02
+    assert eigengap_candidates([0.0, 0.1, 0.12, 0.9, 1.0], k_max=2) == []
+    # bunched eigenvalues (one population): gaps 0.05, 0.05, 0.10 -> none
+    assert eigengap_candidates([0.0, 0.8, 0.85, 0.9, 1.0], k_max=4) == []
+    # gaps 0.125, 0.125, 0.25 (exact in binary): best gap first, smaller k first on ties
+    assert eigengap_candidates([0.0, 0.5, 0.625, 0.75, 1.0], k_max=4) == [4]
+    assert eigengap_candidates([0.0, 0.5, 0.625, 0.75, 1.0], k_max=4, min_eigengap=0.1) == [4, 2, 3]
+    assert eigengap_candidates([0.0, 0.25, 0.5, 0.75, 1.0], k_max=4) == [2, 3, 4]
+    # k <= N - 1: two nodes never split
+    assert eigengap_candidates([0.0, 0.5], k_max=4) == []
     with pytest.raises(ConfigError):
-        choose_num_clusters([0.0, 1.0], k_max=0)
+        eigengap_candidates([0.0, 1.0], k_max=0)
+
+
+def test_mean_within_affinity_hand_computed() -> None:
+    w = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.3], [0.1, 0.3, 1.0]])
+    assert mean_within_affinity(w, [0, 0, 1]) == pytest.approx(0.9)
+    assert mean_within_affinity(w, [0, 0, 0]) == pytest.approx((0.9 + 0.1 + 0.3) / 3)
+    assert mean_within_affinity(w, [0, 1, 2]) == 1.0
+
+
+def test_a_large_eigengap_with_loose_groups_is_rejected() -> None:
+    # Two pairs joined by weak links: the gap suggests K = 2 ... but the pairs themselves are loose
+    # (within 0.5) unless they are tight (within 0.95).
+    def four(within: float) -> np.ndarray:
+        w = np.full((4, 4), 0.05)
+        w[0, 1] = w[1, 0] = w[2, 3] = w[3, 2] = within
+        np.fill_diagonal(w, 1.0)
+        return w
+
+    for within in (0.5, 0.95):
+        values, _ = laplacian_spectrum(four(within))
+        assert eigengap_candidates(values, k_max=3)[0] == 2
+    np.testing.assert_array_equal(spectral_clusters(four(0.95), k_max=3, seed=0), [0, 0, 1, 1])
+    np.testing.assert_array_equal(spectral_clusters(four(0.5), k_max=3, seed=0), [0, 0, 0, 0])
+    np.testing.assert_array_equal(
+        spectral_clusters(four(0.5), k_max=3, seed=0, min_within_affinity=0.4), [0, 0, 1, 1]
+    )
 
 
 def test_laplacian_of_disconnected_blocks_has_one_zero_eigenvalue_per_block() -> None:
@@ -118,9 +146,12 @@ def test_laplacian_of_disconnected_blocks_has_one_zero_eigenvalue_per_block() ->
     assert vectors.shape == (5, 5)
 
 
-@pytest.mark.parametrize(("groups", "per_group"), [(2, 6), (3, 4), (4, 3), (3, 2)])
-def test_spectral_clustering_recovers_planted_groups_and_their_number(groups: int, per_group: int) -> None:
-    fps, truth = planted_fingerprints(groups, per_group, seed=groups)
+@pytest.mark.parametrize(("groups", "per_group"), [(2, 6), (3, 4), (4, 3), (3, 2), (2, 3)])
+@pytest.mark.parametrize("separation", [1.0, 3.0])
+def test_spectral_clustering_recovers_planted_groups_and_their_number(
+    groups: int, per_group: int, separation: float
+) -> None:
+    fps, truth = planted_fingerprints(groups, per_group, seed=groups, separation=separation)
     labels = cluster_fingerprints(fps, ClusteringParams(k_max=4))
     assert len(set(labels.tolist())) == groups
     assert adjusted_rand_index(labels.tolist(), truth) == 1.0
@@ -131,8 +162,9 @@ def test_all_similar_devices_form_one_cluster() -> None:
     fps = [gaussian_fingerprint(rng.normal(size=(200, 6)), np.eye(6), 1e-3) for _ in range(12)]
     labels = cluster_fingerprints(fps, ClusteringParams(k_max=4))
     np.testing.assert_array_equal(labels, np.zeros(12, dtype=np.int64))
-    # ... and the eigengap is what decides it: with no threshold the same data would be split
-    assert len(set(cluster_fingerprints(fps, ClusteringParams(k_max=4, min_eigengap=0.0)).tolist())) > 1
+    # ... and the thresholds are what decide it: without them the same data would be split
+    loose = ClusteringParams(k_max=4, min_eigengap=0.0, min_within_affinity=0.0)
+    assert len(set(cluster_fingerprints(fps, loose).tolist())) > 1
 
 
 def test_spectral_clustering_is_deterministic_and_labels_are_canonical() -> None:

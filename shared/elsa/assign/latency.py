@@ -104,10 +104,32 @@ def _chunks(members: list[int], parts: int) -> list[list[int]]:
     return out
 
 
-def _solve(
-    items: list[list[int]], table: FloatArray, capacity: npt.NDArray[np.int64], tie_rel_tol: float
+_MILP_INFEASIBLE = 2  # scipy.optimize.milp status: problem proven infeasible
+
+
+def _greedy(
+    item_cost: FloatArray, sizes: FloatArray, capacity: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64] | None:
-    """Edge index per item minimising (bottleneck, total), or None when infeasible."""
+    """Largest item first onto the edge with the smallest resulting load (fallback; may fail)."""
+    n_items, n_edges = item_cost.shape
+    loads = np.zeros(n_edges)
+    free = capacity.astype(np.float64).copy()
+    choice = np.full(n_items, -1, dtype=np.int64)
+    for i in sorted(range(n_items), key=lambda i: (-sizes[i], i)):
+        options = [e for e in range(n_edges) if np.isfinite(item_cost[i, e]) and sizes[i] <= free[e]]
+        if not options:
+            return None
+        best = min(options, key=lambda e: (loads[e] + item_cost[i, e], item_cost[i, e], e))
+        choice[i] = best
+        loads[best] += item_cost[i, best]
+        free[best] -= sizes[i]
+    return choice
+
+
+def _solve(
+    items: list[list[int]], table: FloatArray, capacity: npt.NDArray[np.int64], params: AssignmentParams
+) -> npt.NDArray[np.int64] | None:
+    """Edge index per item minimising (bottleneck, total), or None when it cannot be packed."""
     n_items, n_edges = len(items), table.shape[1]
     item_cost = np.stack([table[members].sum(axis=0) for members in items])  # (I x E)
     sizes = np.array([len(m) for m in items], dtype=np.float64)
@@ -118,7 +140,7 @@ def _solve(
     scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     c = np.where(allowed, item_cost / scale, 0.0)
     n_x = n_items * n_edges
-    # variables: x[i, e] (row-major), then T
+    # variables: x[i, e] (row-major), then the bottleneck T
     assign_rows = np.zeros((n_items, n_x + 1))
     for i in range(n_items):
         assign_rows[i, i * n_edges : (i + 1) * n_edges] = 1.0
@@ -134,25 +156,24 @@ def _solve(
         LinearConstraint(load_rows, -np.inf, 0.0),
     ]
     upper = np.append(allowed.reshape(-1).astype(np.float64), np.inf)
-    bounds = Bounds(np.zeros(n_x + 1), upper)
     integrality = np.append(np.ones(n_x), 0.0)
-    options = {"mip_rel_gap": 0.0, "disp": False}
+    options = {"mip_rel_gap": 0.0, "node_limit": params.max_solver_nodes, "disp": False}
     stage1 = milp(
         np.append(np.zeros(n_x), 1.0),
         constraints=constraints,
-        bounds=bounds,
+        bounds=Bounds(np.zeros(n_x + 1), upper),
         integrality=integrality,
         options=options,
     )
     if stage1.x is None:
-        return None
-    limit = float(stage1.x[n_x]) * (1.0 + tie_rel_tol) + 1e-9
-    upper2 = upper.copy()
-    upper2[n_x] = limit
+        if stage1.status == _MILP_INFEASIBLE:
+            return None
+        return _greedy(np.where(allowed, item_cost, np.inf), sizes, capacity)
+    upper[n_x] = float(stage1.x[n_x]) * (1.0 + params.tie_rel_tol) + 1e-9
     stage2 = milp(
         np.append(c.reshape(-1), 0.0),
         constraints=constraints,
-        bounds=Bounds(np.zeros(n_x + 1), upper2),
+        bounds=Bounds(np.zeros(n_x + 1), upper),
         integrality=integrality,
         options=options,
     )
@@ -213,7 +234,7 @@ def assign_clusters(
         if members:
             items.extend(_chunks(members, math.ceil(len(members) / largest)))
     while True:
-        choice = _solve(items, table, capacity, params.tie_rel_tol)
+        choice = _solve(items, table, capacity, params)
         if choice is not None:
             break
         splittable = [i for i, m in enumerate(items) if len(m) > 1]

@@ -68,6 +68,18 @@ class Fingerprint:
         object.__setattr__(self, "mu", mu)
         object.__setattr__(self, "sigma", sigma)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fingerprint):
+            return NotImplemented
+        return (
+            self.num_probes == other.num_probes
+            and np.array_equal(self.mu, other.mu)
+            and np.array_equal(self.sigma, other.sigma)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.num_probes, self.mu.tobytes(), self.sigma.tobytes()))
+
     @property
     def dim(self) -> int:
         """k, the dimension of the projected space."""
