@@ -46,7 +46,7 @@ def machine_line(record: dict[str, Any]) -> str:
     return (
         f"Machine: {m.get('cpu_model') or m.get('arch')}, {m['usable_cores']} usable cores "
         f"({m['cpu_count_logical']} logical), {m['memory_total_gib']} GiB RAM, {m['os']}; "
-        f"Python {m['python']}, torch {m['torch']} with {m['torch_threads']} threads, "
+        f"Python {m['python']}, torch {m['torch']} with {m['torch_threads']} thread(s), "
         f"transformers {m['transformers']}, peft {m['peft']}"
         + (f"; 1-min load average {load} at start (shared machine)." if load is not None else ".")
     )
@@ -143,8 +143,8 @@ def render_simulate_default(r: dict[str, Any]) -> list[str]:
     p = r["params"]
     return [
         f"Config `{p['config']}`{' with the --quick overrides' if p['quick'] else ''}; {p['threads']} torch "
-        f"threads; {p['repeats']} run(s) of each. Wall time = CLI process start to exit (model load "
-        "included); peak RSS = the process's kernel high-water mark (`wait4`). Centralized = "
+        f"thread(s); {p['repeats']} run(s) of each. Wall time = CLI process start to exit (model load "
+        "included); CPU time = the process's user + sys time; peak RSS = the process's kernel high-water mark (`wait4`). Centralized = "
         + "; ".join(f"{k}: {v}" for k, v in r["centralized_changes"].items())
         + ".",
         "",

@@ -359,7 +359,7 @@ def print_report(record: dict[str, Any]) -> None:
     ]
     print_table(
         f"elsa simulate {record['params']['config']}{' (quick)' if record['params']['quick'] else ''}, "
-        f"{record['params']['threads']} threads",
+        f"{record['params']['threads']} torch thread(s)",
         ["", "ELSA", "centralized LoRA"],
         rows,
     )

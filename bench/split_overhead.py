@@ -339,7 +339,7 @@ def print_report(record: dict[str, Any]) -> None:
             ]
         )
     print_table(
-        f"MiniLM step, batch {p['batch_size']} x {p['seq_len']} tokens, {p['threads']} threads, "
+        f"MiniLM step, batch {p['batch_size']} x {p['seq_len']} tokens, {p['threads']} thread(s), "
         f"{p['repeats']} repeats x {p['steps_per_repeat']} steps",
         [
             "variant",

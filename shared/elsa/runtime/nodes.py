@@ -2,7 +2,8 @@
 
 A :class:`DeviceNode` holds its private partition (tokenised once, never shared), its head/tail
 adapter tensors and optimizer, and a link to its edge session. Base weights are shared by
-reference: an extra simulated device costs only its adapters and optimizer state.
+reference: an extra simulated device costs only its adapters and optimizer state (once the C
+heap stops retaining freed activations, see :mod:`elsa.runtime.memory`).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from elsa.model.split import SplitModel
 from elsa.model.tokenize import causal_lm_labels, encode_texts
 from elsa.model.training import DeviceStepper
 from elsa.runtime.config import RunConfig
+from elsa.runtime.memory import limit_heap_retention
 from elsa.runtime.nodes import DeviceData, DeviceNode
 from elsa.runtime.rounds import EdgeRound, aggregate_edges
 from elsa.runtime.transport import (
@@ -168,7 +169,12 @@ class Simulation:
     def from_config(
         cls, config: RunConfig, *, run_id: str = "sim", dataset: TextDataset | None = None
     ) -> Simulation:
-        """Load model and data, partition the training split, create devices and edges."""
+        """Load model and data, partition the training split, create devices and edges.
+
+        Lowers the C heap's mmap threshold for this process (see :mod:`elsa.runtime.memory`) so
+        that simulated devices cost their adapters and optimizer state, not retained activations.
+        """
+        limit_heap_retention()
         parts, test_ds = prepare_data(config, dataset)
         split_model = load_run_model(config, test_ds.num_classes)
         start = split_model.initial_state()
