@@ -226,7 +226,31 @@ def render_wire_frames(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def render_http_overhead(r: dict[str, Any]) -> list[str]:
+    rows = [
+        [name, f"{row['median_ms']:.1f}", f"{row['throughput_ratio_vs_monolithic']:.3f}"]
+        for name, row in r["results"].items()
+    ]
+    p = r["params"]
+    byte_rows = [
+        [dtype, f"{kinds.get('activations', 0) / 1e6:.2f}", f"{kinds.get('gradients', 0) / 1e6:.2f}"]
+        for dtype, kinds in r["bytes_per_step"].items()
+    ]
+    return [
+        f"MiniLM, batch {p['batch']} x {p['seq']}, {p['threads']} torch thread(s) in the device and the edge "
+        f"process, {p['repeats']} interleaved repeats x {p['steps']} steps; median ms per step.",
+        "",
+        *md_table(["variant", "ms/step", "throughput ÷ monolithic"], rows),
+        "",
+        *md_table(
+            ["wire dtype", "MB/step activations (fwd req+resp)", "MB/step gradients (bwd req+resp)"],
+            byte_rows,
+        ),
+    ]
+
+
 RENDERERS: dict[str, Renderer] = {
+    "http_overhead": render_http_overhead,
     "split_overhead": render_split_overhead,
     "simulate_default": render_simulate_default,
     "device_memory": render_device_memory,

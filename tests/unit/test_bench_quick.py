@@ -161,3 +161,16 @@ def test_render_readme_fills_every_block(
     # rendering is idempotent: a second pass reports the file up to date
     check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout
+
+
+def test_http_overhead_quick(results_dir: Path) -> None:
+    record = _run_quick("http_overhead.py", results_dir / "http_overhead.json")
+    _check_machine(record)
+    for name in ("monolithic", "http_fp32", "http_fp16"):
+        row = record["results"][name]
+        assert row["median_ms"] > 0
+        assert math.isfinite(row["throughput_ratio_vs_monolithic"])
+    fp32, fp16 = record["bytes_per_step"]["fp32"], record["bytes_per_step"]["fp16"]
+    # fp16 cut tensors carry half the bytes of fp32 ones (plus small headers)
+    assert 0.45 < fp16["activations"] / fp32["activations"] < 0.55
+    assert fp32["gradients"] > 0
