@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import torch
 from fastapi import FastAPI
 
 from elsa import __version__
 from elsa.infra.http import CloudClient
 from elsa.infra.logs import configure_logging
-from elsa.infra.web import install_error_handlers
+from elsa.infra.web import install_error_handlers, worker_lifespan
 from elsa_client.routers import health
 from elsa_client.settings import ClientSettings
 from elsa_client.workflows.agent import DeviceAgent
@@ -27,19 +23,9 @@ def create_app(settings: ClientSettings | None = None) -> FastAPI:
     cloud = CloudClient(settings.cloud_url, timeout_s=120.0)
     agent = DeviceAgent(settings, cloud)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        thread: threading.Thread | None = None
-        if settings.autostart:
-            thread = threading.Thread(target=agent.run, name="device-agent", daemon=True)
-            thread.start()
-        try:
-            yield
-        finally:
-            agent.stop.set()
-            if thread is not None:
-                thread.join(timeout=5)
-            cloud.close()
+    lifespan = worker_lifespan(
+        agent.run, agent.stop, name="device-agent", autostart=settings.autostart, on_exit=cloud.close
+    )
 
     app = FastAPI(
         title="ELSA device agent",

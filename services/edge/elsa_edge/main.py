@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
@@ -13,7 +10,7 @@ from fastapi import FastAPI
 from elsa import __version__
 from elsa.infra.http import CloudClient
 from elsa.infra.logs import configure_logging
-from elsa.infra.web import install_error_handlers
+from elsa.infra.web import install_error_handlers, worker_lifespan
 from elsa_edge.routers import health, ping, sessions
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState
@@ -31,21 +28,10 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     state = EdgeState()
     cloud = CloudClient(settings.cloud_url, timeout_s=120.0)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker = EdgeWorker(settings, state, cloud)
-        thread: threading.Thread | None = None
-        if settings.autostart:
-            thread = threading.Thread(target=worker.run, name="edge-worker", daemon=True)
-            thread.start()
-        app.state.worker = worker
-        try:
-            yield
-        finally:
-            worker.stop.set()
-            if thread is not None:
-                thread.join(timeout=5)
-            cloud.close()
+    worker = EdgeWorker(settings, state, cloud)
+    lifespan = worker_lifespan(
+        worker.run, worker.stop, name="edge-worker", autostart=settings.autostart, on_exit=cloud.close
+    )
 
     app = FastAPI(
         title="ELSA edge server",
@@ -56,6 +42,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.edge = state
     app.state.cloud = cloud
+    app.state.worker = worker
     install_error_handlers(app)
     for module in (health, ping, sessions):
         app.include_router(module.router)

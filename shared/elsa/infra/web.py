@@ -8,8 +8,10 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -137,3 +139,31 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s
             return False
         await asyncio.sleep(interval_s)
     return True
+
+
+def worker_lifespan(
+    target: Callable[[], None],
+    stop: threading.Event,
+    *,
+    name: str,
+    autostart: bool,
+    on_exit: Callable[[], None],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """An app lifespan that runs ``target`` in a daemon thread (when ``autostart``), then sets
+    ``stop``, joins the thread (5 s at most) and calls ``on_exit`` on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        thread: threading.Thread | None = None
+        if autostart:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=5)
+            on_exit()
+
+    return lifespan
