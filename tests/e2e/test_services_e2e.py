@@ -41,6 +41,16 @@ def _wait_for_run(operator: Operator, cluster: Cluster, run_id: str, timeout_s: 
     )
 
 
+def _wait_for_devices(operator: Operator, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        nodes = operator.get("/v1/nodes")
+        if sum(1 for n in nodes if n["role"] == "device" and n["alive"]) >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{count} devices did not join in {timeout_s}s")
+
+
 def _global_adapter(operator: Operator, run_id: str, version: int) -> dict[str, torch.Tensor]:
     response = httpx.get(
         f"{operator.url}/v1/runs/{run_id}/adapters/{version}",
@@ -105,6 +115,7 @@ def test_killed_device_does_not_stall_the_round(tmp_path: Path) -> None:
         start_services(cluster, plan, tmp_path, overrides)
         wait_healthy([c.url for c in cluster.children if c.url], 240)
         operator = Operator(plan.cloud_url, plan.admin_token)
+        _wait_for_devices(operator, config.num_devices, 240)  # quorum is 0.5: start with all four
         run_id = operator.create_run(config)["run_id"]
         victim = next(c for c in cluster.children if c.name == "device-003")
         deadline = time.monotonic() + 300
