@@ -6,6 +6,7 @@ construction and raises :class:`elsa.errors.ConfigError` with a clear message.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -231,3 +232,88 @@ class SplitPlanParams:
             self.cut_transfers_per_step >= 0,
             f"cut_transfers_per_step must be >= 0, got {self.cut_transfers_per_step}",
         )
+
+
+SketchEstimator = Literal["median", "mean"]
+
+
+@dataclass(frozen=True)
+class SketchParams:
+    """Count sketch of every adapter tensor (DESIGN §3): geometry, decoder, dense fallback.
+
+    ``rows`` hash rows per tensor. ``cols`` fixes the columns of every sketched tensor; when it
+    is ``None`` the columns follow from ``compression``: ``cols = floor(n / (compression *
+    rows))`` for a tensor of ``n`` elements, so each table holds at most ``n / compression``
+    cells and the ratio is never below ``compression``. Tensors with fewer than
+    ``dense_below`` elements, and tensors whose table would not be smaller than the tensor,
+    travel dense (exactly). ``estimator`` is the decoder used by :func:`unsketch_state` and
+    :class:`ErrorFeedback`: ``"mean"`` over rows (the default: linear, so decoding a merged
+    sketch equals merging the senders' decodes, which is what makes sender-side error feedback
+    converge when edges and the cloud aggregate in sketch space) or ``"median"`` over rows (the
+    classic count-sketch estimate, exact on sparse vectors, but with many merged senders the
+    stream's error stalls instead of vanishing). ``topk_fraction`` keeps only the
+    ``ceil(topk_fraction * n)`` largest-magnitude decoded coordinates (heavy hitters), ``None``
+    keeps all. The hash seed is the run seed and is passed separately, never stored here.
+    """
+
+    rows: int = 5
+    compression: float = 8.0
+    cols: int | None = None
+    dense_below: int = 256
+    estimator: SketchEstimator = "mean"
+    topk_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.rows >= 1, f"sketch rows must be >= 1, got {self.rows}")
+        _require(
+            math.isfinite(self.compression) and self.compression >= 1.0,
+            f"sketch compression must be a finite number >= 1, got {self.compression}",
+        )
+        _require(self.cols is None or self.cols >= 1, f"sketch cols must be >= 1, got {self.cols}")
+        _require(self.dense_below >= 0, f"dense_below must be >= 0, got {self.dense_below}")
+        _require(
+            self.estimator in ("median", "mean"),
+            f"sketch estimator must be 'median' or 'mean', got {self.estimator!r}",
+        )
+        _require(
+            self.topk_fraction is None or 0.0 < self.topk_fraction <= 1.0,
+            f"topk_fraction must be in (0, 1] or None, got {self.topk_fraction}",
+        )
+
+    def topk_for(self, length: int) -> int | None:
+        """Coordinates kept by heavy-hitter decoding of a tensor of ``length`` elements."""
+        if self.topk_fraction is None:
+            return None
+        return min(length, math.ceil(self.topk_fraction * length))
+
+
+@dataclass(frozen=True)
+class PerturbParams:
+    """SS-OP strength and subspace rank (DESIGN §3).
+
+    ``kappa`` scales the noise on device→edge activations relative to the RMS of their
+    component orthogonal to the semantic subspace (0 disables SS-OP exactly). ``rank`` is the
+    dimension r of the semantic subspace U (d × r) estimated from public probe activations.
+    ``adapter_kappa`` scales isotropic noise on adapter deltas before sketching relative to
+    each tensor's RMS (0, the default, leaves deltas untouched: the noise is not removed by
+    error feedback and costs accuracy, so it is opt-in).
+    """
+
+    kappa: float = 1.0
+    rank: int = 16
+    adapter_kappa: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(
+            math.isfinite(self.kappa) and self.kappa >= 0, f"kappa must be finite and >= 0, got {self.kappa}"
+        )
+        _require(self.rank >= 1, f"subspace rank must be >= 1, got {self.rank}")
+        _require(
+            math.isfinite(self.adapter_kappa) and self.adapter_kappa >= 0,
+            f"adapter_kappa must be finite and >= 0, got {self.adapter_kappa}",
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether activations are perturbed at all (``kappa > 0``)."""
+        return self.kappa > 0

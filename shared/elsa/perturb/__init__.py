@@ -6,7 +6,7 @@ directions orthogonal to U, scaled by κ × RMS of their orthogonal component; a
 isotropic noise before sketching. κ = 0 is exactly off.
 """
 
-from elsa.perturb.params import PerturbParams
+from elsa.params import PerturbParams
 from elsa.perturb.ssop import orthogonal_component, perturb_state_delta, ssop_perturb
 from elsa.perturb.subspace import semantic_subspace, subspace_digest
 

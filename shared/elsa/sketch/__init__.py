@@ -7,10 +7,10 @@ loses in an :class:`ErrorFeedback` memory. Sketches of different geometry never 
 (:class:`elsa.errors.GeometryMismatchError`).
 """
 
+from elsa.params import SketchEstimator, SketchParams
 from elsa.sketch.count_sketch import CountSketch, keep_topk
 from elsa.sketch.feedback import ErrorFeedback
 from elsa.sketch.geometry import SketchGeometry, check_same_geometry, hashes, tensor_geometry
-from elsa.sketch.params import SketchEstimator, SketchParams
 from elsa.sketch.state import (
     SketchedState,
     sketch_state,

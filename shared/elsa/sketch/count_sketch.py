@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from elsa.errors import ConfigError, TensorError
+from elsa.params import SketchEstimator
 from elsa.sketch.geometry import SketchGeometry, check_same_geometry, hashes
-from elsa.sketch.params import SketchEstimator
 
 __all__ = ["CountSketch", "keep_topk"]
 

@@ -24,9 +24,9 @@ import numpy.typing as npt
 import torch
 
 from elsa.errors import GeometryMismatchError
+from elsa.params import SketchParams
 from elsa.sketch.count_sketch import CountSketch
 from elsa.sketch.geometry import tensor_geometry
-from elsa.sketch.params import SketchParams
 
 __all__ = ["ErrorFeedback"]
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from elsa.errors import ConfigError, GeometryMismatchError
-from elsa.sketch.params import SketchParams
+from elsa.params import SketchParams
 
 __all__ = ["SketchGeometry", "check_same_geometry", "hashes", "tensor_geometry"]
 

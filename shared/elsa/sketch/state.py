@@ -16,9 +16,9 @@ import numpy.typing as npt
 import torch
 
 from elsa.errors import ConfigError, GeometryMismatchError
+from elsa.params import SketchParams
 from elsa.sketch.count_sketch import CountSketch
 from elsa.sketch.geometry import SketchGeometry, check_same_geometry, tensor_geometry
-from elsa.sketch.params import SketchParams
 
 __all__ = [
     "SketchedState",
