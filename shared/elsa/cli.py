@@ -84,14 +84,16 @@ def simulate(
             f"{[d.num_examples for d in sim.devices]} examples, {len(sim.test_data)} test examples"
         )
         total = cfg.train.cloud_rounds * cfg.train.edge_rounds * cfg.num_devices
+        done = 0
 
         def on_event(name: str, fields: dict[str, Any]) -> None:
+            nonlocal done
             if name == "device_trained":
-                on_event.done += 1  # type: ignore[attr-defined]
+                done += 1
                 status.update(
                     f"cloud round {fields['cloud_round']}/{cfg.train.cloud_rounds} · edge round "
                     f"{fields['edge_round']}/{cfg.train.edge_rounds} · {fields['device']} loss {fields['loss']:.3f} "
-                    f"· {on_event.done}/{total} device-rounds"  # type: ignore[attr-defined]
+                    f"· {done}/{total} device-rounds"
                 )
             elif name == "evaluated":
                 console.print(
@@ -105,7 +107,6 @@ def simulate(
                     f"{fields['wall_s']:.1f}s"
                 )
 
-        on_event.done = 0  # type: ignore[attr-defined]
         with console.status("training ...") as status:
             result = sim.run(on_event)
         metrics = result.metrics_dict()

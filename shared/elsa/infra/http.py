@@ -39,6 +39,7 @@ from elsa.wire import (
     encode,
     encode_frames,
     from_payload,
+    payloads_to_state,
     to_payload,
 )
 from elsa.wire.control import JoinRequest, JoinResponse, MetricsReport, ResourceReport, Task
@@ -108,13 +109,7 @@ class _Peer:
 
 
 def _decode_state(data: bytes, expected: type[AdapterBroadcast] | type[AdapterUpdate]) -> AdapterState:
-    message = decode(data, expected)
-    return {k: from_payload(p, dtype=torch.float32) for k, p in message.tensors.items()}
-
-
-def encode_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Tensor payloads (fp32) for an adapter message; the state is not mutated."""
-    return {k: to_payload(v, "fp32") for k, v in state.items()}
+    return payloads_to_state(decode(data, expected).tensors)
 
 
 class CloudClient(_Peer):
@@ -305,4 +300,4 @@ class HttpCutLink:
         return from_payload(got.grad, dtype=torch.float32)
 
 
-__all__ = ["CloudClient", "EdgeClient", "ElsaError", "HttpCutLink", "encode_state"]
+__all__ = ["CloudClient", "EdgeClient", "ElsaError", "HttpCutLink"]

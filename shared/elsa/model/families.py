@@ -12,6 +12,7 @@ Mistral, Qwen2 — same block signature) and GPT-2-family decoders.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -42,7 +43,7 @@ class BlockContext:
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-class Family:
+class Family(ABC):
     """Base class: the structure of one model family. Stateless; one instance per family."""
 
     name: str = "base"
@@ -55,36 +56,37 @@ class Family:
     #: whether peft must treat the targets as Conv1D (fan_in_fan_out)
     fan_in_fan_out: bool = False
 
+    @abstractmethod
     def backbone(self, model: HFModel) -> HFModel:
         """The bare transformer inside a task model (``model.bert``, ``model.model``...)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def blocks(self, model: HFModel) -> nn.ModuleList:
         """The ordered transformer blocks of ``model``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def embeddings(self, model: HFModel) -> nn.Module:
         """A module holding the input embeddings (part of the head segment)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def embed(self, model: HFModel, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B x S, int64) -> block-0 input hidden states (B x S x d)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def block_context(
         self, model: HFModel, hidden: torch.Tensor, attention_mask: torch.Tensor
     ) -> BlockContext:
         """Rebuild the per-block attention context from the 2-D mask."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run_block(self, block: nn.Module, hidden: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
         """One block: hidden (B x S x d) -> hidden (B x S x d)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def final_modules(self, model: HFModel, task: Task) -> dict[str, nn.Module]:
         """Modules after the last block (final norm, pooler, task head), by short name."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finish(
         self,
         final: nn.ModuleDict,
@@ -95,7 +97,6 @@ class Family:
         pad_token_id: int | None,
     ) -> torch.Tensor:
         """Last-block hidden states -> logits: (B x C) for classification, (B x S x V) for LM."""
-        raise NotImplementedError
 
 
 def _last_token_index(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:

@@ -26,6 +26,8 @@ from elsa.wire import (
     decode,
     encode,
     from_payload,
+    payloads_to_state,
+    state_to_payloads,
     to_payload,
 )
 
@@ -134,10 +136,10 @@ def ship_adapter(
         run_id=run_id,
         round=round_index,
         num_examples=num_examples,
-        tensors={k: to_payload(v, "fp32") for k, v in state.items()},
+        tensors=state_to_payloads(state),
         loss=loss,
     )
     data = encode(message)
     counter.add(kind, len(data))
     got = decode(data, AdapterUpdate)
-    return {k: from_payload(p, dtype=torch.float32) for k, p in got.tensors.items()}, got.num_examples
+    return payloads_to_state(got.tensors), got.num_examples

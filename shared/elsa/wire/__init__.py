@@ -30,7 +30,15 @@ from elsa.wire.messages import (
     ForwardResponse,
     Message,
 )
-from elsa.wire.tensors import TENSOR_DTYPES, TensorPayload, from_payload, payload_nbytes, to_payload
+from elsa.wire.tensors import (
+    TENSOR_DTYPES,
+    TensorPayload,
+    from_payload,
+    payload_nbytes,
+    payloads_to_state,
+    state_to_payloads,
+    to_payload,
+)
 
 __all__ = [
     "DEFAULT_INLINE_LIMIT",
@@ -56,5 +64,7 @@ __all__ = [
     "from_payload",
     "iter_messages",
     "payload_nbytes",
+    "payloads_to_state",
+    "state_to_payloads",
     "to_payload",
 ]

@@ -11,6 +11,7 @@ compute dtype on the way in.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +30,8 @@ __all__ = [
     "TensorPayload",
     "from_payload",
     "payload_nbytes",
+    "payloads_to_state",
+    "state_to_payloads",
     "to_payload",
 ]
 
@@ -249,3 +252,13 @@ def from_payload(
     if spec.is_floating and not allow_nonfinite:
         _check_finite(arr, p.dtype)
     return _to_torch(arr, p.dtype, dtype)
+
+
+def state_to_payloads(state: Mapping[str, torch.Tensor]) -> dict[str, TensorPayload]:
+    """An adapter state (name -> tensor) as fp32 payloads for an adapter message; not mutated."""
+    return {k: to_payload(v, "fp32") for k, v in state.items()}
+
+
+def payloads_to_state(payloads: Mapping[str, TensorPayload]) -> dict[str, torch.Tensor]:
+    """Fp32 tensors from an adapter message's payloads (each validated by :func:`from_payload`)."""
+    return {k: from_payload(p, dtype=torch.float32) for k, p in payloads.items()}

@@ -18,12 +18,12 @@ import psutil
 import torch
 
 from elsa.errors import ElsaError, NotFoundError, UnavailableError
-from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink, encode_state
+from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink
 from elsa.model.adapters import select
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.nodes import DeviceData, DeviceNode, evaluate_device
 from elsa.runtime.simulation import load_run_model, make_device, prepare_data, tokenise_dataset
-from elsa.wire import AdapterUpdate
+from elsa.wire import AdapterUpdate, state_to_payloads
 from elsa.wire.control import JoinRequest, LinkProbe, MetricsReport, ResourceReport, Task
 from elsa_client.settings import ClientSettings
 
@@ -207,7 +207,7 @@ class DeviceAgent:
                     run_id=run_id,
                     round=round_index,
                     num_examples=device.num_examples,
-                    tensors=encode_state(device.stepper.state),
+                    tensors=state_to_payloads(device.stepper.state),
                     loss=float(np.mean(losses)),
                 )
                 edge.submit(session_id, edge_round, update)

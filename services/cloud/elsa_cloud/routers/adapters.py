@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -22,7 +23,7 @@ from elsa.infra.web import ERROR_RESPONSES, bearer_token, msgpack_response, read
 from elsa.model.packaged import model_type_of
 from elsa.model.peft_format import peft_key
 from elsa.runtime.config import parse_config
-from elsa.wire import AdapterBroadcast, AdapterUpdate, decode, encode, from_payload, to_payload
+from elsa.wire import AdapterBroadcast, AdapterUpdate, decode, encode, payloads_to_state, state_to_payloads
 from elsa.wire.control import Ack, MetricsReport
 from elsa_cloud.deps import DeviceDep, EdgeDep, SettingsDep, StateDep
 from elsa_cloud.settings import CloudSettings
@@ -34,7 +35,7 @@ router = APIRouter(prefix="/v1/runs/{run_id}", tags=["adapters"], responses=ERRO
 
 
 async def _global_state(
-    state: CloudState, settings_dir: object, run_id: str, version: int
+    state: CloudState, adapter_dir: Path, run_id: str, version: int
 ) -> dict[str, torch.Tensor]:
     cached = state.adapter_cache.get((run_id, version))
     if cached is not None:
@@ -42,9 +43,7 @@ async def _global_state(
     record = await state.store.get_adapter_version(run_id, version)
     if record is None:
         raise NotFoundError(f"run {run_id} has no adapter version {version}")
-    from pathlib import Path
-
-    loaded = await run_in_threadpool(load_version, Path(str(settings_dir)), run_id, version, record.sha256)
+    loaded = await run_in_threadpool(load_version, adapter_dir, run_id, version, record.sha256)
     state.adapter_cache[(run_id, version)] = loaded
     return loaded
 
@@ -78,7 +77,7 @@ async def get_adapter(
         run_id=run_id,
         round=version,
         version=version,
-        tensors={k: to_payload(tensors[k], "fp32") for k in wanted},
+        tensors=state_to_payloads({k: tensors[k] for k in wanted}),
     )
     return msgpack_response(encode(message))
 
@@ -136,7 +135,7 @@ async def upload_edge_model(
     key = (run_id, round_index)
     if key not in state.uploads:
         raise ConflictError(f"round {round_index} of run {run_id} is not collecting edge models")
-    tensors = {k: from_payload(p, dtype=torch.float32) for k, p in update.tensors.items()}
+    tensors = payloads_to_state(update.tensors)
     await _check_storable(state, settings, run_id, tensors)
     reference = next(iter(state.uploads[key].values()), None)
     if reference is not None:

@@ -189,7 +189,6 @@ class Coordinator:
                 await store.record_participation(
                     self.run_id, round_index, device_id, "device", "assigned", edge_id, now()
                 )
-        await asyncio.sleep(0.2)  # let edges pick up their serve task before devices arrive
         for device_id, edge_id in assignment.items():
             self.state.board.post(
                 device_id,

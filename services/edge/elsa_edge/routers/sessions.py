@@ -36,6 +36,7 @@ from elsa.wire import (
     encode,
     encode_frames,
     from_payload,
+    state_to_payloads,
     to_payload,
 )
 from elsa_edge.deps import CloudDep, SessionDep, SettingsDep, StateDep
@@ -251,7 +252,7 @@ async def edge_model(
         run_id=session.run_id,
         round=session.round_index,
         version=edge_round,
-        tensors={k: to_payload(v, "fp32") for k, v in state_out.items()},
+        tensors=state_to_payloads(state_out),
     )
     data = encode(message)
     state.bytes_out += len(data)

@@ -8,14 +8,12 @@ import threading
 import time
 from typing import Any
 
-import torch
-
 from elsa.errors import ElsaError, UnavailableError
-from elsa.infra.http import CloudClient, encode_state
+from elsa.infra.http import CloudClient
 from elsa.runtime.config import parse_config
 from elsa.runtime.rounds import EdgeRound
 from elsa.runtime.simulation import load_run_model
-from elsa.wire import AdapterUpdate
+from elsa.wire import AdapterUpdate, state_to_payloads
 from elsa.wire.control import JoinRequest, Task
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState, ServedRound
@@ -187,7 +185,7 @@ def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound)
         run_id=served.edge_round.run_id,
         round=served.edge_round.round_index,
         num_examples=total,
-        tensors=encode_state({k: v.to(torch.float32) for k, v in model.items()}),
+        tensors=state_to_payloads(model),
         loss=None,
     )
     state.bytes_out += cloud.upload_edge_model(
