@@ -62,7 +62,7 @@ async def test_a_round_hands_out_serve_and_train_tasks(collecting: Collecting) -
     serve = await wait_for_task(cloud, collecting.edge, "serve", run_id, 1)
     train = await wait_for_task(cloud, collecting.device, "train", run_id, 1)
     assert serve["devices"] == ["device-000"] and serve["version"] == 0
-    assert serve["config"]["topology"] == {"edges": 1, "devices_per_edge": 1}
+    assert serve["config"]["topology"]["edges"] == 1 and serve["config"]["topology"]["devices_per_edge"] == 1
     assert train["edge_id"] == collecting.edge_id and train["edge_url"] == "http://edge-0.invalid:8100"
     assert serve["session_token_hashes"] == {"device-000": token_hash(train["session_token"])}
     # nothing newer: an immediate idle that keeps the sequence number

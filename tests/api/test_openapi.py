@@ -34,11 +34,13 @@ CLOUD_ROUTES = {
     ("GET", "/v1/runs/{run_id}/rounds"),
     ("GET", "/v1/runs/{run_id}/metrics"),
     ("GET", "/v1/runs/{run_id}/assignments"),
+    ("GET", "/v1/runs/{run_id}/control"),
     ("GET", "/v1/runs/{run_id}/events"),
     ("GET", "/v1/runs/{run_id}/adapters/{version}"),
     ("GET", "/v1/runs/{run_id}/adapters/{version}/peft/{filename}"),
     ("POST", "/v1/runs/{run_id}/rounds/{round_index}/edge-models"),
     ("POST", "/v1/runs/{run_id}/rounds/{round_index}/reports"),
+    ("POST", "/v1/runs/{run_id}/rounds/{round_index}/probes"),
 }
 EDGE_ROUTES = {
     ("GET", "/health"),

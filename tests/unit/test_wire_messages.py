@@ -83,6 +83,7 @@ def test_registry_matches_kinds_and_every_field_is_documented() -> None:
         "backward_response",
         "adapter_update",
         "adapter_broadcast",
+        "probe_report",
         "error",
     }
     for kind, cls in MESSAGE_TYPES.items():

@@ -24,6 +24,7 @@ from elsa.wire import (
     ForwardRequest,
     ForwardResponse,
     Message,
+    ProbeReport,
     TensorPayload,
 )
 
@@ -76,6 +77,16 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Message]] = {
         num_examples=counts,
         tensors=tensor_dicts,
         loss=losses,
+        weight=st.none() | st.floats(min_value=0, max_value=1e12),
+    ),
+    "probe_report": st.builds(
+        ProbeReport,
+        node_id=ids,
+        run_id=ids,
+        round=counts,
+        predictions=tensor_payloads(),
+        mu=st.none() | tensor_payloads(),
+        sigma=st.none() | tensor_payloads(),
     ),
     "adapter_broadcast": st.builds(
         AdapterBroadcast, run_id=ids, round=counts, version=counts, tensors=tensor_dicts

@@ -10,6 +10,7 @@ import torch
 
 from elsa.infra.live import LiveStore
 from elsa.infra.sql import SqlStore
+from elsa.runtime.control import ControlPlane, ProbeResult
 from elsa.wire.control import Task
 
 
@@ -48,3 +49,6 @@ class CloudState:
         default_factory=dict
     )
     adapter_cache: dict[tuple[str, int], dict[str, torch.Tensor]] = field(default_factory=dict)
+    controls: dict[str, ControlPlane] = field(default_factory=dict)  # run id -> its control plane
+    #: (run, round) -> device name -> probe report, collected while the round runs
+    probes: dict[tuple[str, int], dict[str, ProbeResult]] = field(default_factory=dict)

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from elsa.model.split import SplitModel
+from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig
 from elsa.runtime.rounds import EdgeRound
 
@@ -34,6 +35,15 @@ class ServedRound:
     uploaded: bool = False
     upload_failed: bool = False  # the cloud refused the edge model (not retried)
     first_submit_at: dict[int, float] = field(default_factory=dict)
+    splits: dict[str, SplitParams] = field(default_factory=dict)  # device id -> its cut
+
+    def split_of(self, device_id: str) -> SplitParams:
+        """The device's cut this round (the run's default when the cloud planned none)."""
+        return self.splits.get(device_id, self.config.split_params())
+
+    def device_keys(self, device_id: str) -> list[str]:
+        """The head/tail adapter keys a device with its cut trains."""
+        return list(self.model.segments(self.split_of(device_id)).device_keys())
 
 
 @dataclass

@@ -1,13 +1,7 @@
 """Behavioural fingerprints, symmetric-KL divergence and spectral clustering (DESIGN §2.3-§2.4)."""
 
 from elsa.cluster.divergence import skl_matrix, symmetric_kl
-from elsa.cluster.fingerprints import (
-    Fingerprint,
-    Pooling,
-    gaussian_fingerprint,
-    pooled_representation,
-    probe_basis,
-)
+from elsa.cluster.fingerprints import Fingerprint, gaussian_fingerprint, probe_basis
 from elsa.cluster.kmeans import canonical_labels, kmeans
 from elsa.cluster.metrics import adjusted_rand_index
 from elsa.cluster.spectral import (
@@ -20,6 +14,7 @@ from elsa.cluster.spectral import (
     median_sigma,
     spectral_clusters,
 )
+from elsa.model.pooling import Pooling, pooled_representation
 
 __all__ = [
     "Fingerprint",

@@ -10,16 +10,13 @@ projections as a Gaussian N(μ, Σ + εI). The basis is the top-k principal dire
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from elsa.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
-Pooling = Literal["cls", "mean"]
 
 
 def _as_matrix(name: str, values: npt.ArrayLike) -> FloatArray:
@@ -129,27 +126,3 @@ def gaussian_fingerprint(representations: npt.ArrayLike, basis: npt.ArrayLike, e
     centred = z - mu
     sigma = centred.T @ centred / (z.shape[0] - 1) + eps * np.eye(b.shape[1])
     return Fingerprint(mu=mu, sigma=sigma, num_probes=int(x.shape[0]))
-
-
-def pooled_representation(hidden: torch.Tensor, attention_mask: torch.Tensor, kind: Pooling) -> torch.Tensor:
-    """One vector per sequence from final hidden states (DESIGN §2.3).
-
-    ``hidden``: (B x S x d) float; ``attention_mask``: (B x S), 1 on real tokens, 0 on padding.
-    ``kind="cls"`` takes position 0 ([CLS], encoders); ``kind="mean"`` averages the real tokens
-    (decoders; a row with no real token pools to zeros). Returns (B x d) in ``hidden``'s dtype;
-    inputs are not mutated.
-    """
-    if hidden.dim() != 3:
-        raise ConfigError(f"hidden states must be (B x S x d), got shape {tuple(hidden.shape)}")
-    if tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
-        raise ConfigError(
-            f"attention mask shape {tuple(attention_mask.shape)} != hidden (B x S) {tuple(hidden.shape[:2])}"
-        )
-    if kind == "cls":
-        return hidden[:, 0, :].clone()
-    if kind == "mean":
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        total = (hidden * mask).sum(dim=1)
-        count = mask.sum(dim=1).clamp_min(1.0)
-        return total / count
-    raise ConfigError(f"unknown pooling {kind!r}; use 'cls' or 'mean'")

@@ -35,6 +35,7 @@ from elsa.wire import (
     ForwardResponse,
     FrameDecoder,
     Message,
+    ProbeReport,
     decode,
     encode,
     encode_frames,
@@ -174,6 +175,17 @@ class CloudClient(_Peer):
         self.request(
             "POST",
             f"/v1/runs/{run_id}/rounds/{round_index}/edge-models",
+            content=body,
+            headers={"content-type": MSGPACK},
+        )
+        return len(body)
+
+    def upload_probes(self, report: ProbeReport) -> int:
+        """A device's probe report (predictions, fingerprint) for a cloud round; returns bytes sent."""
+        body = encode(report)
+        self.request(
+            "POST",
+            f"/v1/runs/{report.run_id}/rounds/{report.round}/probes",
             content=body,
             headers={"content-type": MSGPACK},
         )

@@ -23,6 +23,7 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
 from elsa.errors import UnsupportedArchitectureError
+from elsa.model.pooling import Pooling
 from elsa.params import Task
 
 #: transformers models are structured dynamically (attribute names differ per family), so the
@@ -55,6 +56,8 @@ class Family(ABC):
     task_head_modules: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({})
     #: whether peft must treat the targets as Conv1D (fan_in_fan_out)
     fan_in_fan_out: bool = False
+    #: how a sequence's final representation is pooled for fingerprints (DESIGN §2.3)
+    pooling: Pooling = "mean"
 
     @abstractmethod
     def backbone(self, model: HFModel) -> HFModel:
@@ -112,6 +115,7 @@ class BertFamily(Family):
     """BERT-style encoders: embeddings -> ``encoder.layer[i]`` -> pooler -> classifier."""
 
     name = "bert"
+    pooling: Pooling = "cls"
     model_types = ("bert", "roberta", "xlm-roberta", "electra")
     lora_target_regex = (
         r".*\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense"
@@ -170,6 +174,7 @@ class _DecoderFamily(Family):
 
     task_head_modules = MappingProxyType({"classification": ("score",), "causal_lm": ()})
     norm_name = "norm"
+    pooling: Pooling = "mean"
 
     def final_modules(self, model: HFModel, task: Task) -> dict[str, nn.Module]:
         norm = getattr(self.backbone(model), self.norm_name)

@@ -26,6 +26,7 @@ from torch.func import functional_call
 from elsa.errors import AdapterMismatchError
 from elsa.model.adapters import AdapterState, key_from_param_name
 from elsa.model.loading import TaskModel
+from elsa.model.pooling import pooled_representation
 from elsa.params import SplitParams
 
 
@@ -72,6 +73,12 @@ class Segment(nn.Module):
         ``state`` must hold every key of :meth:`trainable_keys` (extra keys are ignored). The
         tensors are used as-is, so gradients flow into them; they are not otherwise mutated.
         """
+        return self.call(state, args)  # type: ignore[no-any-return]
+
+    def call(
+        self, state: Mapping[str, torch.Tensor], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """:meth:`run` with keyword arguments too, returning whatever ``forward`` returns."""
         names = self.trainable_names()
         missing = [k for k in names if k not in state]
         if missing:
@@ -79,7 +86,7 @@ class Segment(nn.Module):
                 f"adapter state lacks {len(missing)} keys of this segment, e.g. {missing[:2]}"
             )
         params = {name: state[key] for key, name in names.items()}
-        return functional_call(self, params, args, strict=False)  # type: ignore[no-any-return]
+        return functional_call(self, params, args, kwargs, strict=False)
 
 
 class HeadSegment(Segment):
@@ -113,12 +120,24 @@ class TailSegment(Segment):
         self.final = nn.ModuleDict(modules)
 
     def forward(
-        self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Upper-cut hidden (B x S x d) -> logits (B x C, or B x S x V for causal LM)."""
+        self,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        with_features: bool = False,
+    ) -> Any:
+        """Upper-cut hidden (B x S x d) -> logits (B x C, or B x S x V for causal LM).
+
+        ``with_features=True`` returns ``(features, logits)``: the family's pooled final
+        representation (B x d; [CLS] for encoders, mean of real tokens for decoders), which
+        behavioural fingerprints are built from (DESIGN §2.3).
+        """
         tm = self.task_model
         hidden = self.run_blocks(hidden, attention_mask)
-        return tm.family.finish(self.final, hidden, input_ids, attention_mask, tm.task, tm.pad_token_id)
+        logits = tm.family.finish(self.final, hidden, input_ids, attention_mask, tm.task, tm.pad_token_id)
+        if not with_features:
+            return logits
+        return pooled_representation(hidden, attention_mask, tm.family.pooling), logits
 
 
 @dataclass(frozen=True)

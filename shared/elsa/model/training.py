@@ -124,9 +124,17 @@ class DeviceStepper:
     @torch.no_grad()
     def predict(self, batch: Batch, link: CutLink) -> torch.Tensor:
         """Inference through the split model: logits for ``batch`` (no graph kept)."""
+        return self.features(batch, link)[1]
+
+    @torch.no_grad()
+    def features(self, batch: Batch, link: CutLink) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference through the split model: (pooled final representation B x d, logits)."""
         lower = self.head.run(self.state, batch.input_ids, batch.attention_mask)
         upper = link.forward(-1, lower, batch.attention_mask).to(torch.float32)
-        return self.tail.run(self.state, upper, batch.input_ids, batch.attention_mask)
+        pooled, logits = self.tail.call(
+            self.state, (upper, batch.input_ids, batch.attention_mask), {"with_features": True}
+        )
+        return pooled, logits
 
 
 @dataclass

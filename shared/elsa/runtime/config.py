@@ -10,10 +10,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from elsa.errors import ConfigError
-from elsa.params import LoraParams, PartitionParams, SplitParams, TrainParams, TransportParams
+from elsa.params import (
+    AssignmentParams,
+    ClusteringParams,
+    FingerprintParams,
+    LoraParams,
+    PartitionParams,
+    SplitParams,
+    TrainParams,
+    TransportParams,
+    TrustParams,
+)
 
 
 class _Section(BaseModel):
@@ -47,10 +57,60 @@ class DataSection(_Section):
 
 
 class TopologySection(_Section):
-    """How many edges and devices."""
+    """How many edges and devices, and (simulation runtime) the emulated devices and links.
+
+    The emulated fields describe hardware the simulation cannot observe: each simulated device
+    gets ``device_speed[i % len]`` (compute relative to this machine: 0.5 = twice as slow) and
+    ``device_memory_mb[i % len]``; each device-edge link gets ``link_rtt_ms`` and
+    ``link_mbps`` scaled by a seeded log-normal factor of sigma ``link_spread`` (0 = every link
+    alike). The service runtime measures all of these instead.
+    """
 
     edges: int = Field(2, ge=1)
     devices_per_edge: int = Field(3, ge=1)
+    device_speed: tuple[float, ...] = Field((1.0,), min_length=1, description="relative compute per device")
+    device_memory_mb: tuple[float, ...] | None = Field(
+        None, min_length=1, description="memory budget per device (MB); null = unlimited"
+    )
+    link_rtt_ms: float = Field(2.0, ge=0, description="emulated device-edge round-trip time")
+    link_mbps: float = Field(100.0, gt=0, description="emulated device-edge throughput (megabit/s)")
+    link_spread: float = Field(0.0, ge=0, le=5, description="log-normal sigma of per-link variation")
+
+
+class ControlSection(_Section):
+    """The control plane (DESIGN §2.2-§2.6): fingerprints, clustering, trust, assignment, splits."""
+
+    clustering: bool = Field(True, description="cluster devices by behavioural fingerprint")
+    recluster_every: int = Field(1, ge=1, description="cloud rounds between fingerprint uploads")
+    num_probes: int = Field(256, ge=2, le=4096, description="Q: public probe sentences")
+    basis_dim: int = Field(32, ge=1, le=1024, description="k: dimension of the public probe basis")
+    fingerprint_eps: float = Field(1e-3, gt=0, description="ridge added to fingerprint covariances")
+    k_max: int = Field(4, ge=1, description="largest number of clusters")
+    min_eigengap: float = Field(0.2, ge=0, le=2, description="eigengap a K >= 2 needs to be considered")
+    min_within_affinity: float = Field(
+        0.75, ge=0, le=1, description="mean within-cluster affinity to accept K"
+    )
+    trust: bool = Field(True, description="weight aggregation by prediction-consistency trust")
+    trust_beta: float = Field(0.7, ge=0, lt=1, description="EMA factor: trust = beta*old + (1-beta)*evidence")
+    tau_min: float = Field(0.5, ge=0, le=1, description="trust below this quarantines a device")
+    trust_temperature: float = Field(
+        0.25, gt=0, le=1, description="probe predictions are tempered p^(1/T) before JS (1 = raw)"
+    )
+    trust_singleton: Literal["trusted", "population"] = Field(
+        "population", description="consensus for a device alone in its cluster"
+    )
+    latency_assignment: bool = Field(True, description="assign clusters to edges by measured link cost")
+    edge_capacity: int = Field(16, ge=1, description="devices an edge serves when it reports no capacity")
+    dynamic_split: bool = Field(True, description="plan (h, t) per device from its resources")
+    edge_speedup: float = Field(4.0, gt=0, description="edge per-block compute relative to a device")
+
+
+class FaultsSection(_Section):
+    """Hostile devices for robustness studies (device indices; empty = all honest)."""
+
+    label_flip: tuple[int, ...] = Field((), description="devices that train on permuted labels")
+    noise: tuple[int, ...] = Field((), description="devices whose model is replaced by random noise")
+    noise_scale: float = Field(5.0, gt=0, description="noise std relative to each adapter tensor's RMS")
 
 
 class TrainSection(_Section):
@@ -81,6 +141,20 @@ class RunConfig(_Section):
     topology: TopologySection = TopologySection()
     train: TrainSection = TrainSection()
     transport: TransportSection = TransportSection()
+    control: ControlSection = ControlSection()
+    faults: FaultsSection = FaultsSection()
+
+    @model_validator(mode="after")
+    def _check_faults(self) -> RunConfig:
+        bad = [i for i in (*self.faults.label_flip, *self.faults.noise) if not 0 <= i < self.num_devices]
+        if bad:
+            raise ValueError(f"faults name device indices outside [0, {self.num_devices}): {bad}")
+        if self.faults.label_flip and self.model.task != "classification":
+            raise ValueError("faults.label_flip needs a classification task")
+        topo = self.topology
+        if any(not v > 0 for v in (*topo.device_speed, *(topo.device_memory_mb or ()))):
+            raise ValueError("topology.device_speed and device_memory_mb entries must be > 0")
+        return self
 
     @property
     def num_devices(self) -> int:
@@ -124,6 +198,31 @@ class RunConfig(_Section):
     def transport_params(self) -> TransportParams:
         """Wire dtype of cut tensors."""
         return TransportParams(dtype=self.transport.dtype)
+
+    def fingerprint_params(self) -> FingerprintParams:
+        """Probe set size, basis dimension and covariance ridge of fingerprints."""
+        c = self.control
+        return FingerprintParams(num_probes=c.num_probes, basis_dim=c.basis_dim, eps=c.fingerprint_eps)
+
+    def clustering_params(self) -> ClusteringParams:
+        """Spectral clustering of fingerprints, seeded by the run seed."""
+        c = self.control
+        return ClusteringParams(
+            k_max=c.k_max,
+            eps=c.fingerprint_eps,
+            seed=self.seed,
+            basis_dim=c.basis_dim,
+            min_eigengap=c.min_eigengap,
+            min_within_affinity=c.min_within_affinity,
+        )
+
+    def trust_params(self) -> TrustParams:
+        """EMA trust and quarantine threshold."""
+        return TrustParams(beta=self.control.trust_beta, tau_min=self.control.tau_min)
+
+    def assignment_params(self) -> AssignmentParams:
+        """Latency-aware edge assignment."""
+        return AssignmentParams(default_edge_capacity=self.control.edge_capacity)
 
     def partition_params(self) -> PartitionParams:
         """Non-IID partition of the training split across all devices."""

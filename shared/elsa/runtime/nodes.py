@@ -17,6 +17,7 @@ import torch
 from elsa.errors import ConflictError
 from elsa.model.split import Segments
 from elsa.model.training import Batch, CutLink, DeviceStepper, task_loss
+from elsa.params import TrainParams
 
 
 @dataclass
@@ -51,6 +52,8 @@ class DeviceNode:
     stepper: DeviceStepper
     rng: np.random.Generator
     link: CutLink | None = None
+    #: hostile behaviour for robustness studies: > 0 replaces the trained model by random noise
+    noise_scale: float = 0.0
     _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _cursor: int = 0
 
@@ -79,9 +82,29 @@ class DeviceNode:
         """``steps`` split-training steps through the link; returns the losses."""
         if self.link is None:
             raise ConflictError(f"device {self.device_id} has no edge link")
-        return [
+        losses = [
             self.stepper.step(first_step + i, self.next_batch(batch_size), self.link) for i in range(steps)
         ]
+        if self.noise_scale > 0:
+            self._replace_with_noise()
+        return losses
+
+    @torch.no_grad()
+    def _replace_with_noise(self) -> None:
+        """A noise attacker: every adapter tensor becomes N(0, (scale x RMS of the whole state)^2)."""
+        values = [v.detach().flatten() for v in self.stepper.state.values()]
+        rms = float(torch.cat(values).pow(2).mean().sqrt()) if values else 0.0
+        std = self.noise_scale * max(rms, 1e-3)
+        gen = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
+        noise = {
+            k: torch.randn(v.shape, generator=gen, dtype=v.dtype) * std for k, v in self.stepper.state.items()
+        }
+        self.stepper.load(noise)
+
+    def resplit(self, segments: Segments, start: Mapping[str, torch.Tensor], train: TrainParams) -> None:
+        """Move to another cut (new split plan): new segments and a fresh stepper from ``start``."""
+        self.segments = segments
+        self.stepper = DeviceStepper.create(segments.head, segments.tail, start, train)
 
     def load_model(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load the head/tail part of an aggregated model."""

@@ -28,8 +28,18 @@ from elsa.model.split import SplitModel
 from elsa.model.tokenize import causal_lm_labels, encode_texts
 from elsa.model.training import DeviceStepper
 from elsa.runtime.config import RunConfig
+from elsa.runtime.control import (
+    ControlPlane,
+    DeviceProfile,
+    ModelProfile,
+    ProbeResult,
+    probe_message,
+    probe_result,
+)
 from elsa.runtime.memory import limit_heap_retention
 from elsa.runtime.nodes import DeviceData, DeviceNode
+from elsa.runtime.probing import load_probes, probe_report, public_basis
+from elsa.runtime.profile import emulated_profiles, measure_block_step_s, model_profile
 from elsa.runtime.rounds import EdgeRound, aggregate_edges
 from elsa.runtime.transport import (
     ADAPTERS_DOWN,
@@ -37,10 +47,12 @@ from elsa.runtime.transport import (
     CLOUD_TO_DEVICE,
     CLOUD_TO_EDGE,
     EDGE_TO_CLOUD,
+    PROBE_REPORTS,
     ByteCounter,
     InMemoryCutLink,
     ship_adapter,
 )
+from elsa.wire import ProbeReport, decode, encode
 
 #: progress callback: (event name, fields)
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -56,6 +68,10 @@ class RoundMetrics:
     test_accuracy: float | None
     bytes: dict[str, int]
     wall_s: float
+    #: emulated device-edge communication time of the slowest edge (topology link model)
+    comm_s: float = 0.0
+    #: control-plane state after the round: clusters, trust, quarantined, assignment, split plans
+    control: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,9 +148,16 @@ def make_device(
     """The device with partition ``index``: tokenised data, steppers and its batch RNG."""
     segments = model.segments(config.split_params())
     data = tokenise_dataset(model.task_model, part, config.train.max_length)
+    if index in config.faults.label_flip and model.task_model.num_labels:
+        data.labels = (data.labels + 1) % model.task_model.num_labels
     stepper = DeviceStepper.create(segments.head, segments.tail, start, config.train_params())
     return DeviceNode(
-        device_name(index), data, segments, stepper, np.random.default_rng([config.seed, index])
+        device_name(index),
+        data,
+        segments,
+        stepper,
+        np.random.default_rng([config.seed, index]),
+        noise_scale=config.faults.noise_scale if index in config.faults.noise else 0.0,
     )
 
 
@@ -151,10 +174,14 @@ class Simulation:
         config: RunConfig,
         split_model: SplitModel,
         devices: list[DeviceNode],
-        edges: dict[str, list[DeviceNode]],
+        edges: list[str],
         test_data: DeviceData,
         run_id: str,
         counter: ByteCounter,
+        probes: DeviceData,
+        basis: np.ndarray,
+        profiles: dict[str, DeviceProfile],
+        model: ModelProfile,
     ) -> None:
         self.config = config
         self.split_model = split_model
@@ -164,6 +191,11 @@ class Simulation:
         self.run_id = run_id
         self.counter = counter
         self.global_state = split_model.initial_state()
+        self.control = ControlPlane(config)
+        self.probes = probes
+        self.basis = basis
+        self.profiles = profiles
+        self.model_profile = model
 
     @classmethod
     def from_config(
@@ -171,6 +203,8 @@ class Simulation:
     ) -> Simulation:
         """Load model and data, partition the training split, create devices and edges.
 
+        Also tokenises the public probe set, derives the public fingerprint basis, measures one
+        block's step time on this machine and builds the emulated device/link profiles.
         Lowers the C heap's mmap threshold for this process (see :mod:`elsa.runtime.memory`) so
         that simulated devices cost their adapters and optimizer state, not retained activations.
         """
@@ -179,10 +213,26 @@ class Simulation:
         split_model = load_run_model(config, test_ds.num_classes)
         start = split_model.initial_state()
         devices = [make_device(config, split_model, i, part, start) for i, part in enumerate(parts)]
-        per = config.topology.devices_per_edge
-        edges = {f"edge-{e}": devices[e * per : (e + 1) * per] for e in range(config.topology.edges)}
+        edges = [f"edge-{e}" for e in range(config.topology.edges)]
         test_data = tokenise_dataset(split_model.task_model, test_ds, config.train.max_length)
-        return cls(config, split_model, devices, edges, test_data, run_id, ByteCounter())
+        probes = load_probes(split_model, config)
+        basis = public_basis(split_model, devices[0], probes, config)
+        block_s = measure_block_step_s(split_model, config)
+        profiles = emulated_profiles(config, [d.device_id for d in devices], edges, block_s)
+        model = model_profile(split_model, config)
+        return cls(
+            config,
+            split_model,
+            devices,
+            edges,
+            test_data,
+            run_id,
+            ByteCounter(),
+            probes,
+            basis,
+            profiles,
+            model,
+        )
 
     def evaluate(self, state: AdapterState | None = None) -> dict[str, float]:
         """Loss (and accuracy) of ``state`` (default: the global model) on the held-out split."""
@@ -196,8 +246,14 @@ class Simulation:
         )
 
     def _ship(
-        self, state: AdapterState, node_id: str, round_index: int, n: int, kind: str
-    ) -> tuple[AdapterState, int]:
+        self,
+        state: AdapterState,
+        node_id: str,
+        round_index: int,
+        n: int,
+        kind: str,
+        weight: float | None = None,
+    ) -> tuple[AdapterState, float]:
         return ship_adapter(
             state,
             node_id=node_id,
@@ -206,39 +262,91 @@ class Simulation:
             num_examples=n,
             kind=kind,
             counter=self.counter,
+            weight=weight,
         )
 
-    def run_cloud_round(self, cloud_round: int, emit: EventSink) -> list[float]:
-        """One cloud round (DESIGN §2): broadcast, tau2 edge rounds of tau1 steps, aggregation."""
+    def plan_round(self) -> dict[str, list[DeviceNode]]:
+        """Assignment and split plans for the next cloud round (DESIGN §2.2, §2.6)."""
+        names = [d.device_id for d in self.devices]
+        capacity = dict.fromkeys(self.edges, self.config.topology.devices_per_edge)
+        assignment = self.control.assign(names, capacity, self.profiles, self.model_profile)
+        members: dict[str, list[DeviceNode]] = {e: [] for e in self.edges}
         train = self.config.train_params()
-        segments = self.split_model.segments(self.config.split_params())
+        for device in self.devices:
+            split = self.control.plan(
+                device.device_id, self.profiles.get(device.device_id), self.model_profile
+            )
+            if split != device.segments.split:
+                device.resplit(self.split_model.segments(split), self.global_state, train)
+            members[assignment[device.device_id]].append(device)
+        return {e: m for e, m in members.items() if m}
+
+    def _ship_probes(self, result: ProbeResult, node_id: str, round_index: int) -> ProbeResult:
+        """A probe report through the wire codec, exactly as a device agent sends it."""
+        data = encode(probe_message(result, node_id, self.run_id, round_index))
+        self.counter.add(PROBE_REPORTS, len(data))
+        return probe_result(decode(data, ProbeReport), self.config.control.num_probes)
+
+    def run_cloud_round(self, cloud_round: int, emit: EventSink) -> tuple[list[float], float]:
+        """One cloud round (DESIGN §2). Returns the losses and the emulated communication time.
+
+        Broadcast, tau2 edge rounds of tau1 steps with per-cluster, trust-weighted edge
+        aggregation, probe reports after the last local training, cloud aggregation, then the
+        control plane observes the reports (clusters, trust) for the next round.
+        """
+        train = self.config.train_params()
         transport = self.config.transport_params()
+        edges = self.plan_round()
+        fingerprint = self.control.fingerprint_round(cloud_round)
         losses: list[float] = []
         rounds: dict[str, EdgeRound] = {}
-        for edge_id, members in self.edges.items():
+        links: dict[str, list[InMemoryCutLink]] = {}
+        for edge_id, members in edges.items():
             received, _ = self._ship(self.global_state, "cloud", cloud_round, 0, CLOUD_TO_EDGE)
-            er = EdgeRound(self.run_id, cloud_round, tuple(d.device_id for d in members), received, train)
+            er = EdgeRound(
+                self.run_id,
+                cloud_round,
+                tuple(d.device_id for d in members),
+                received,
+                train,
+                clusters={d.device_id: self.control.cluster_of(d.device_id) for d in members},
+                trust={d.device_id: self.control.weight(d.device_id, 1) for d in members},
+            )
             for device in members:
                 down, _ = self._ship(
                     select(self.global_state, device.keys), "cloud", cloud_round, 0, CLOUD_TO_DEVICE
                 )
                 device.load_model(down)
-                session = er.open_session(device.device_id, segments)
+                session = er.open_session(device.device_id, device.segments)
+                link = self.profiles[device.device_id].links[edge_id]
                 device.link = InMemoryCutLink(
-                    f"{device.device_id}@{edge_id}", session, transport, self.counter
+                    f"{device.device_id}@{edge_id}",
+                    session,
+                    transport,
+                    self.counter,
+                    rtt_s=link.rtt_s,
+                    throughput_bytes_per_s=link.throughput_bytes_per_s,
                 )
+                links.setdefault(edge_id, []).append(device.link)
             rounds[edge_id] = er
+        reports: dict[str, ProbeResult] = {}
         for edge_round in range(train.edge_rounds):
-            for edge_id, members in self.edges.items():
+            last = edge_round == train.edge_rounds - 1
+            for edge_id, members in edges.items():
                 er = rounds[edge_id]
                 for device in members:
                     step0 = ((cloud_round - 1) * train.edge_rounds + edge_round) * train.local_steps
                     device_losses = device.train_steps(train.local_steps, train.batch_size, step0)
                     losses.extend(device_losses)
-                    up, n = self._ship(
+                    if last:
+                        result = probe_report(
+                            device, self.probes, self.basis, self.config, fingerprint=fingerprint
+                        )
+                        reports[device.device_id] = self._ship_probes(result, device.device_id, cloud_round)
+                    up, _ = self._ship(
                         device.stepper.state, device.device_id, cloud_round, device.num_examples, ADAPTERS_UP
                     )
-                    er.submit(device.device_id, edge_round, up, n)
+                    er.submit(device.device_id, edge_round, up, device.num_examples)
                     emit(
                         "device_trained",
                         {
@@ -261,11 +369,13 @@ class Simulation:
             emit("edge_round_done", {"cloud_round": cloud_round, "edge_round": edge_round + 1})
         uploads: dict[str, tuple[AdapterState, float]] = {}
         for edge_id, er in rounds.items():
-            model, total = er.final_model()
-            received, n = self._ship(model, edge_id, cloud_round, total, EDGE_TO_CLOUD)
-            uploads[edge_id] = (received, float(n))
-        self.global_state = aggregate_edges(uploads)
-        return losses
+            model, examples, weight = er.final_model()
+            uploads[edge_id] = self._ship(model, edge_id, cloud_round, examples, EDGE_TO_CLOUD, weight)
+        self.global_state = aggregate_edges(uploads, fallback=self.global_state)
+        observed = self.control.observe(reports)
+        emit("control", {"cloud_round": cloud_round, **asdict(observed)})
+        comm_s = max(sum(link.emulated_s for link in group) for group in links.values())
+        return losses, comm_s
 
     def run(self, on_event: EventSink | None = None) -> RunResult:
         """Run every cloud round; ``on_event`` receives progress events. Returns the result."""
@@ -276,7 +386,7 @@ class Simulation:
         emit("evaluated", {"cloud_round": 0, **initial})
         for cloud_round in range(1, self.config.train.cloud_rounds + 1):
             round_started = time.perf_counter()
-            losses = self.run_cloud_round(cloud_round, emit)
+            losses, comm_s = self.run_cloud_round(cloud_round, emit)
             metrics = self.evaluate()
             result = RoundMetrics(
                 cloud_round,
@@ -285,6 +395,8 @@ class Simulation:
                 metrics.get("accuracy"),
                 self.counter.snapshot_and_reset(),
                 time.perf_counter() - round_started,
+                comm_s,
+                self.control.snapshot(),
             )
             rounds.append(result)
             emit("cloud_round_done", asdict(result))

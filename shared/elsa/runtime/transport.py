@@ -35,12 +35,14 @@ M = TypeVar("M", bound=Message)
 
 #: byte-count kinds, per DESIGN §7.3
 ACTIVATIONS = "activations"
+INFERENCE = "inference_activations"
 GRADIENTS = "gradients"
 ADAPTERS_UP = "adapters_device_to_edge"
 ADAPTERS_DOWN = "adapters_edge_to_device"
 EDGE_TO_CLOUD = "adapters_edge_to_cloud"
 CLOUD_TO_EDGE = "adapters_cloud_to_edge"
 CLOUD_TO_DEVICE = "adapters_cloud_to_device"
+PROBE_REPORTS = "probe_reports"
 
 
 @dataclass
@@ -80,10 +82,15 @@ class InMemoryCutLink:
     edge: EdgeSessionPort
     transport: TransportParams
     counter: ByteCounter
+    #: emulated link (simulation): every exchange costs one RTT plus its bytes / throughput
+    rtt_s: float = 0.0
+    throughput_bytes_per_s: float = float("inf")
+    emulated_s: float = 0.0
 
     def _roundtrip(self, message: M, kind: str) -> M:
         data = encode(message)
         self.counter.add(kind, len(data))
+        self.emulated_s += len(data) / self.throughput_bytes_per_s
         return decode(data, type(message), max_bytes=self.transport.max_message_bytes)
 
     def forward(self, step: int, activations: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -95,20 +102,23 @@ class InMemoryCutLink:
             activations=to_payload(activations, dtype),
             attention_mask=to_payload(attention_mask.to(torch.uint8)),
         )
-        got = self._roundtrip(request, ACTIVATIONS)
+        kind = INFERENCE if step < 0 else ACTIVATIONS
+        self.emulated_s += self.rtt_s
+        got = self._roundtrip(request, kind)
         lower = from_payload(got.activations, dtype=torch.float32)
         mask = from_payload(got.attention_mask).to(torch.long)
         upper = self.edge.forward(step, lower, mask)
         response = ForwardResponse(
             session_id=self.session_id, step=max(step, 0), activations=to_payload(upper, dtype)
         )
-        back = self._roundtrip(response, ACTIVATIONS)
+        back = self._roundtrip(response, kind)
         return from_payload(back.activations, dtype=torch.float32)
 
     def backward(self, step: int, grad: torch.Tensor) -> torch.Tensor:
         """Send the upper-cut gradient, return the lower-cut gradient."""
         dtype = self.transport.dtype
         request = BackwardRequest(session_id=self.session_id, step=step, grad=to_payload(grad, dtype))
+        self.emulated_s += self.rtt_s
         got = self._roundtrip(request, GRADIENTS)
         lower_grad = self.edge.backward(step, from_payload(got.grad, dtype=torch.float32))
         response = BackwardResponse(session_id=self.session_id, step=step, grad=to_payload(lower_grad, dtype))
@@ -126,10 +136,12 @@ def ship_adapter(
     kind: str,
     counter: ByteCounter,
     loss: float | None = None,
-) -> tuple[AdapterState, int]:
+    weight: float | None = None,
+) -> tuple[AdapterState, float]:
     """Send an adapter state as an ``AdapterUpdate`` (fp32) through the codec.
 
-    Returns the decoded state as received and its example count. The input is not mutated.
+    Returns the decoded state as received and its aggregation weight (``weight`` if given,
+    else the example count). The input is not mutated.
     """
     message = AdapterUpdate(
         node_id=node_id,
@@ -138,8 +150,9 @@ def ship_adapter(
         num_examples=num_examples,
         tensors=state_to_payloads(state),
         loss=loss,
+        weight=weight,
     )
     data = encode(message)
     counter.add(kind, len(data))
     got = decode(data, AdapterUpdate)
-    return payloads_to_state(got.tensors), got.num_examples
+    return payloads_to_state(got.tensors), got.aggregation_weight

@@ -6,6 +6,7 @@ from elsa.trust.consistency import (
     evidence,
     evidence_by_cluster,
     js_divergence,
+    sharpen,
 )
 from elsa.trust.ema import aggregation_weights, quarantined, update_trust
 
@@ -17,5 +18,6 @@ __all__ = [
     "evidence_by_cluster",
     "js_divergence",
     "quarantined",
+    "sharpen",
     "update_trust",
 ]

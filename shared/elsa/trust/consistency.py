@@ -8,6 +8,12 @@ Within a cluster, device n's evidence is
 where consensus_{−n} is the trust-weighted mean of the *other* members' predictions and JS₂ is
 the Jensen–Shannon divergence in **bits** (base-2 logarithms), which lies in [0, 1]; evidence
 therefore lies in [0, 1] too (1 = agrees with its peers, 0 = disjoint predictions).
+
+:func:`sharpen` optionally tempers the uploaded distributions first (p^(1/T), renormalised).
+Models trained for a few rounds on a few hundred examples are soft on ambiguous public probes,
+so honest-vs-hostile JS gaps are small in absolute terms (measured on BBC News with MiniLM:
+evidence 0.81-0.85 honest vs 0.60 label-flip at T = 1); at T = 0.25 the same predictions give
+0.64-0.69 vs 0.17, which a fixed τ_min can separate.
 """
 
 from __future__ import annotations
@@ -43,6 +49,19 @@ def _kl_bits(p: FloatArray, m: FloatArray) -> FloatArray:
     safe_p = np.where(p > 0, p, 1.0)
     safe_m = np.where(p > 0, m, 1.0)
     return np.asarray(np.sum(np.where(p > 0, p * np.log2(safe_p / safe_m), 0.0), axis=-1), dtype=np.float64)
+
+
+def sharpen(values: npt.ArrayLike, temperature: float) -> FloatArray:
+    """Distributions tempered to p^(1/T) and renormalised (T = 1: unchanged, T -> 0: one-hot)."""
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    p = _distributions("predictions", values)
+    if temperature == 1.0:
+        return p
+    logp = np.log(np.clip(p, 1e-300, None)) / temperature
+    logp -= logp.max(axis=-1, keepdims=True)
+    out = np.exp(logp) * (p > 0)
+    return np.asarray(out / out.sum(axis=-1, keepdims=True), dtype=np.float64)
 
 
 def js_divergence(p: npt.ArrayLike, q: npt.ArrayLike) -> FloatArray:

@@ -29,6 +29,7 @@ from elsa.wire.messages import (
     ForwardRequest,
     ForwardResponse,
     Message,
+    ProbeReport,
 )
 from elsa.wire.tensors import (
     TENSOR_DTYPES,
@@ -56,6 +57,7 @@ __all__ = [
     "ForwardResponse",
     "FrameDecoder",
     "Message",
+    "ProbeReport",
     "TensorPayload",
     "decode",
     "encode",

@@ -53,12 +53,23 @@ class LinkProbe(_Model):
     throughput_bps: float = Field(gt=0, description="bytes per second of a payload ping")
 
 
+class ModelFootprint(_Model):
+    """What a device measured about a run's model, for split planning (DESIGN §2.2)."""
+
+    run_id: str = _ID
+    num_blocks: int = Field(ge=3, le=10_000, description="transformer blocks L")
+    cut_bytes: float = Field(ge=0, description="wire bytes of one cut tensor per step")
+    block_memory_bytes: int = Field(ge=0, description="training footprint of one block")
+    base_memory_bytes: int = Field(ge=0, description="what the device needs whatever its cut")
+
+
 class ResourceReport(_Model):
     """A device's resources and link probes."""
 
     memory_bytes: int | None = Field(None, ge=0)
     block_step_s: float | None = Field(None, ge=0, description="measured train-step seconds of one block")
     links: list[LinkProbe] = Field(default_factory=list, max_length=1024)
+    model: ModelFootprint | None = Field(None, description="the current run's model as measured here")
 
 
 class RunCreate(_Model):
@@ -127,6 +138,29 @@ class Task(_Model):
         default_factory=dict, description="edge: sha256 of each served device's session token"
     )
     deadline_s: float | None = Field(None, description="seconds the round may take before it is closed")
+    split: tuple[int, int] | None = Field(None, description="device: its cut (head_blocks, tail_blocks)")
+    fingerprint: bool = Field(
+        False, description="device: upload a fingerprint with this round's probe report"
+    )
+    clusters: dict[str, int] = Field(
+        default_factory=dict, description="edge: cluster id of each served device"
+    )
+    trust: dict[str, float] = Field(
+        default_factory=dict, description="edge: aggregation factor of each served device (0 = quarantined)"
+    )
+    splits: dict[str, tuple[int, int]] = Field(default_factory=dict, description="edge: each device's cut")
+
+
+class ControlView(_Model):
+    """The control plane of a run as operators see it (DESIGN §2.3-§2.6)."""
+
+    run_id: str
+    round: int = Field(description="last cloud round whose reports updated this state")
+    clusters: dict[str, int] = Field(description="device → cluster id")
+    trust: dict[str, float] = Field(description="device → trust in [0, 1]")
+    quarantined: list[str] = Field(description="devices below tau_min: weight 0, still training")
+    assignment: dict[str, str] = Field(description="device → edge of the current round")
+    split_plans: dict[str, tuple[int, int]] = Field(description="device → (head_blocks, tail_blocks)")
 
 
 class MetricsReport(_Model):

@@ -24,6 +24,7 @@ __all__ = [
     "ForwardRequest",
     "ForwardResponse",
     "Message",
+    "ProbeReport",
     "TensorName",
     "WireCount",
     "WireId",
@@ -122,6 +123,17 @@ class AdapterUpdate(Message):
     loss: float | None = Field(
         default=None, allow_inf_nan=False, description="Mean training loss over the round, if known."
     )
+    weight: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Aggregation weight (trust x examples) when it differs from num_examples.",
+    )
+
+    @property
+    def aggregation_weight(self) -> float:
+        """``weight`` when given, else ``num_examples``."""
+        return float(self.weight) if self.weight is not None else float(self.num_examples)
 
 
 class AdapterBroadcast(Message):
@@ -135,6 +147,23 @@ class AdapterBroadcast(Message):
     tensors: dict[TensorName, TensorPayload] = Field(
         description="Adapter tensors by name keyed by global block index."
     )
+
+
+class ProbeReport(Message):
+    """Device → cloud after a round's local training: behaviour on the public probes (DESIGN §2.3).
+
+    ``predictions`` (Q x C) every round, for trust; ``mu`` (k) and ``sigma`` (k x k) of the
+    device's projected probe representations in fingerprint rounds, for clustering.
+    """
+
+    kind: ClassVar[str] = "probe_report"
+
+    node_id: WireId = Field(description="Device that ran the probes.")
+    run_id: WireId = Field(description="Fine-tuning run.")
+    round: WireCount = Field(description="Cloud round the report is for.")
+    predictions: TensorPayload = Field(description="Q x C probe prediction distributions.")
+    mu: TensorPayload | None = Field(default=None, description="Fingerprint mean (k).")
+    sigma: TensorPayload | None = Field(default=None, description="Fingerprint covariance + eps I (k x k).")
 
 
 class ErrorMessage(Message):
@@ -155,6 +184,7 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
         BackwardResponse,
         AdapterUpdate,
         AdapterBroadcast,
+        ProbeReport,
         ErrorMessage,
     )
 }

@@ -10,21 +10,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import psutil
-import torch
 
 from elsa.errors import ElsaError, NotFoundError, UnavailableError
 from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink
 from elsa.model.adapters import select
+from elsa.model.split import SplitModel
+from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig, parse_config
+from elsa.runtime.control import probe_message
 from elsa.runtime.nodes import DeviceData, DeviceNode, evaluate_device
+from elsa.runtime.probing import load_probes, probe_report, public_basis
+from elsa.runtime.profile import measure_block_step_s, model_profile
 from elsa.runtime.simulation import load_run_model, make_device, prepare_data, tokenise_dataset
 from elsa.wire import AdapterUpdate, state_to_payloads
-from elsa.wire.control import JoinRequest, LinkProbe, MetricsReport, ResourceReport, Task
+from elsa.wire.control import JoinRequest, LinkProbe, MetricsReport, ModelFootprint, ResourceReport, Task
 from elsa_client.settings import ClientSettings
 
 logger = logging.getLogger(__name__)
@@ -35,9 +39,11 @@ class DeviceRun:
     """This device's state for one run (kept across its cloud rounds)."""
 
     config: RunConfig
+    model: SplitModel
     device: DeviceNode
     test: DeviceData
-    initial: dict[str, torch.Tensor]
+    probes: DeviceData
+    basis: np.ndarray
 
 
 @dataclass
@@ -149,14 +155,35 @@ class DeviceAgent:
         if index >= len(parts):
             raise ElsaError(f"partition index {index} >= {len(parts)} devices of run {run_id}")
         model = load_run_model(config, config.resolved_num_labels())
-        initial = model.initial_state()
-        device = make_device(config, model, index, parts[index], initial)
+        device = make_device(config, model, index, parts[index], model.initial_state())
         local_test = test_ds.subset(np.arange(index, len(test_ds), len(parts)))
         test = tokenise_dataset(model.task_model, local_test, config.train.max_length)
-        run = DeviceRun(config, device, test, select(initial, device.keys))
+        probes = load_probes(model, config)
+        basis = public_basis(model, device, probes, config)
+        run = DeviceRun(config, model, device, test, probes, basis)
         self.runs[run_id] = run
         self.status.examples = device.num_examples
+        self._report_footprint(run_id, run)
         return run
+
+    def _report_footprint(self, run_id: str, run: DeviceRun) -> None:
+        """Measure this device's block step time and the run model's footprint; report them
+        with the link probes so the cloud can plan this device's cut (DESIGN §2.2)."""
+        self.status.phase = "profiling"
+        block_s = measure_block_step_s(run.model, run.config)
+        profile = model_profile(run.model, run.config)
+        footprint = ModelFootprint(run_id=run_id, **asdict(profile))
+        memory = min(self.settings.memory_bytes, int(psutil.virtual_memory().available))
+        report = ResourceReport(
+            memory_bytes=memory,
+            block_step_s=block_s,
+            links=[LinkProbe.model_validate(p) for p in self.status.links],
+            model=footprint,
+        )
+        try:
+            self.cloud.report_resources(report)
+        except ElsaError as exc:
+            self.status.last_error = f"{exc.code}: {exc.detail}"
 
     def _open_session(
         self, edge: EdgeClient, run_id: str, round_index: int, device_id: str, token: str
@@ -180,13 +207,16 @@ class DeviceAgent:
         if not task.edge_url or not task.session_token:
             raise ElsaError("train task without an edge or session token")
         started = time.perf_counter()
-        cloud_bytes = 0
+        cloud_bytes = probe_bytes = 0
+        split = SplitParams(*task.split) if task.split is not None else config.split_params()
+        if split != device.segments.split:
+            device.resplit(run.model.segments(split), run.model.initial_state(), config.train_params())
         if task.version:
             start = self.cloud.global_adapter(run_id, task.version, keys=list(device.keys))
             cloud_bytes = sum(int(v.numel()) * 4 for v in start.values())
             device.load_model(select(start, device.keys))
         else:
-            device.load_model(run.initial)
+            device.load_model(select(run.model.initial_state(), device.keys))
         edge = EdgeClient(task.edge_url, timeout_s=300.0)
         try:
             session_id = self._open_session(edge, run_id, round_index, device.device_id, task.session_token)
@@ -202,6 +232,12 @@ class DeviceAgent:
                 self.status.phase = f"training edge round {edge_round + 1}/{train.edge_rounds}"
                 step0 = ((round_index - 1) * train.edge_rounds + edge_round) * train.local_steps
                 losses.extend(device.train_steps(train.local_steps, train.batch_size, step0))
+                if edge_round == train.edge_rounds - 1:
+                    self.status.phase = "probing behaviour"
+                    result = probe_report(device, run.probes, run.basis, config, fingerprint=task.fingerprint)
+                    probe_bytes = self.cloud.upload_probes(
+                        probe_message(result, device.device_id, run_id, round_index)
+                    )
                 update = AdapterUpdate(
                     node_id=device.device_id,
                     run_id=run_id,
@@ -222,6 +258,7 @@ class DeviceAgent:
             metrics["round_s"] = time.perf_counter() - started
             counts = dict(edge.counts)
             counts["adapters_cloud_to_device"] = cloud_bytes
+            counts["probe_reports"] = probe_bytes
             self.cloud.report(MetricsReport(run_id=run_id, round=round_index, metrics=metrics, bytes=counts))
             self.status.last_metrics = metrics
         finally:

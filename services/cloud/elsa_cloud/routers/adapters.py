@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import torch
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 
@@ -23,29 +21,24 @@ from elsa.infra.web import ERROR_RESPONSES, bearer_token, msgpack_response, read
 from elsa.model.packaged import model_type_of
 from elsa.model.peft_format import peft_key
 from elsa.runtime.config import parse_config
-from elsa.wire import AdapterBroadcast, AdapterUpdate, decode, encode, payloads_to_state, state_to_payloads
+from elsa.runtime.control import probe_result
+from elsa.wire import (
+    AdapterBroadcast,
+    AdapterUpdate,
+    ProbeReport,
+    decode,
+    encode,
+    payloads_to_state,
+    state_to_payloads,
+)
 from elsa.wire.control import Ack, MetricsReport
 from elsa_cloud.deps import DeviceDep, EdgeDep, SettingsDep, StateDep
 from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
 from elsa_cloud.workflows.coordinator import now
-from elsa_cloud.workflows.vault import load_version, version_dir
+from elsa_cloud.workflows.vault import global_state, version_dir
 
 router = APIRouter(prefix="/v1/runs/{run_id}", tags=["adapters"], responses=ERROR_RESPONSES)
-
-
-async def _global_state(
-    state: CloudState, adapter_dir: Path, run_id: str, version: int
-) -> dict[str, torch.Tensor]:
-    cached = state.adapter_cache.get((run_id, version))
-    if cached is not None:
-        return cached
-    record = await state.store.get_adapter_version(run_id, version)
-    if record is None:
-        raise NotFoundError(f"run {run_id} has no adapter version {version}")
-    loaded = await run_in_threadpool(load_version, adapter_dir, run_id, version, record.sha256)
-    state.adapter_cache[(run_id, version)] = loaded
-    return loaded
 
 
 @router.get(
@@ -68,7 +61,7 @@ async def get_adapter(
         and await state.store.node_by_token_hash(token_hash(token)) is None
     ):
         raise AuthError("unknown token")
-    tensors = await _global_state(state, settings.adapter_dir, run_id, version)
+    tensors = await global_state(state, settings.adapter_dir, run_id, version)
     wanted = list(tensors) if not keys else keys.split(",")
     unknown = [k for k in wanted if k not in tensors]
     if unknown:
@@ -109,7 +102,7 @@ async def _check_storable(
         raise NotFoundError(f"unknown run {run_id}")
     latest = await state.store.latest_adapter_version(run_id)
     if latest is not None:
-        ref = await _global_state(state, settings.adapter_dir, run_id, latest.version)
+        ref = await global_state(state, settings.adapter_dir, run_id, latest.version)
         if sorted(ref) != sorted(tensors) or any(ref[k].shape != tensors[k].shape for k in ref):
             raise AdapterMismatchError(f"edge model keys/shapes differ from global version {latest.version}")
     try:
@@ -144,11 +137,47 @@ async def upload_edge_model(
             raise AdapterMismatchError("edge model keys/shapes differ from the other edges' models")
     if edge.node_id in state.uploads[key]:
         raise ConflictError(f"edge {edge.node_id} already uploaded round {round_index}")
-    state.uploads[key][edge.node_id] = (tensors, float(update.num_examples))
+    state.uploads[key][edge.node_id] = (tensors, update.aggregation_weight)
     await state.store.record_bytes(
         run_id, round_index, edge.node_id, "adapters_edge_to_cloud", len(body), now()
     )
     await state.store.record_participation(run_id, round_index, edge.node_id, "edge", "submitted", "", now())
+    return Ack()
+
+
+@router.post("/rounds/{round_index}/probes", response_model=Ack, summary="A device's probe report")
+async def upload_probes(
+    run_id: str, round_index: int, request: Request, device: DeviceDep, state: StateDep, settings: SettingsDep
+) -> Ack:
+    """msgpack ``ProbeReport`` of the device itself for the round in progress: its (Q x C) probe
+    predictions and, in fingerprint rounds, its fingerprint (DESIGN §2.3). One per round."""
+    body = await read_body(request, settings.max_body_bytes)
+    message = decode(body, ProbeReport, max_bytes=settings.max_body_bytes)
+    if message.run_id != run_id or message.round != round_index:
+        raise ConflictError("probe report does not match the URL's run and round")
+    if message.node_id not in (device.node_id, device.name):
+        raise ForbiddenError("a device may only report its own probes")
+    key = (run_id, round_index)
+    if key not in state.probes:
+        raise ConflictError(f"round {round_index} of run {run_id} is not collecting probe reports")
+    participants = await state.store.list_participation(run_id, round_index)
+    if not any(p.node_id == device.node_id and p.status == "assigned" for p in participants):
+        raise ForbiddenError(f"device {device.name} was not assigned to round {round_index} of run {run_id}")
+    if device.name in state.probes[key]:
+        raise ConflictError(f"device {device.name} already reported probes for round {round_index}")
+    record = await state.store.get_run(run_id)
+    if record is None:
+        raise NotFoundError(f"unknown run {run_id}")
+    config = parse_config(record.config, source=f"run {run_id}")
+    result = probe_result(message, config.control.num_probes)
+    reference = next(iter(state.probes[key].values()), None)
+    if reference is not None and reference.predictions.shape != result.predictions.shape:
+        raise AdapterMismatchError(
+            f"predictions of shape {result.predictions.shape} differ from the other devices' "
+            f"{reference.predictions.shape}"
+        )
+    state.probes[key][device.name] = result
+    await state.store.record_bytes(run_id, round_index, device.node_id, "probe_reports", len(body), now())
     return Ack()
 
 

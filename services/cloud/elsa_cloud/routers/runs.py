@@ -14,10 +14,11 @@ from elsa.errors import ConfigError, ConflictError, NotFoundError
 from elsa.infra.records import RunRecord
 from elsa.infra.web import ERROR_RESPONSES
 from elsa.runtime.config import parse_config
-from elsa.wire.control import RoundView, RunCreate, RunView
+from elsa.wire.control import ControlView, RoundView, RunCreate, RunView
 from elsa_cloud.deps import AdminDep, SettingsDep, StateDep
 from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
+from elsa_cloud.workflows.control import SNAPSHOT_KINDS
 from elsa_cloud.workflows.coordinator import Coordinator, now
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
@@ -167,6 +168,44 @@ async def assignments(run_id: str, _: AdminDep, state: StateDep) -> dict[str, An
         snapshot = await state.store.latest_snapshot(run_id, "assignment")
         live = dict(snapshot.payload.get("assignment", {})) if snapshot else {}
     return {"run_id": run_id, "assignment": live}
+
+
+@router.get("/{run_id}/control", response_model=ControlView, summary="Clusters, trust, assignment, cuts")
+async def control(run_id: str, _: AdminDep, state: StateDep) -> ControlView:
+    """The run's control plane (DESIGN §2.3-§2.6): device clusters, trust (and who is
+    quarantined), the device → edge assignment (by name) and each device's cut. Read from
+    Redis; after a flush, from the last SQL snapshot."""
+    record = await _require_run(state, run_id)
+    config = parse_config(record.config, source=f"run {run_id}")
+    clusters = await state.live.get_clusters(run_id)
+    trust = await state.live.get_trust(run_id)
+    plans = await state.live.get_split_plans(run_id)
+    snapshots = {kind: await state.store.latest_snapshot(run_id, kind) for kind in SNAPSHOT_KINDS}
+    if not clusters and snapshots["clusters"] is not None:
+        clusters = {k: int(v) for k, v in snapshots["clusters"].payload.get("clusters", {}).items()}
+    if not trust and snapshots["trust"] is not None:
+        trust = {k: float(v) for k, v in snapshots["trust"].payload.get("trust", {}).items()}
+    if not plans and snapshots["split_plan"] is not None:
+        plans = {
+            k: (int(v[0]), int(v[1]))
+            for k, v in snapshots["split_plan"].payload.get("split_plans", {}).items()
+        }
+    assignment: dict[str, str] = {}
+    if snapshots["assignment"] is not None:
+        names = {n.node_id: n.name for n in await state.store.list_nodes()}
+        raw = snapshots["assignment"].payload.get("assignment", {})
+        assignment = {d: names.get(e, e) for d, e in raw.items()}
+    tau = config.control.tau_min
+    quarantined = sorted(d for d, t in trust.items() if t < tau) if config.control.trust else []
+    return ControlView(
+        run_id=run_id,
+        round=await state.store.last_completed_round(run_id),
+        clusters=clusters,
+        trust=trust,
+        quarantined=quarantined,
+        assignment=assignment,
+        split_plans=plans,
+    )
 
 
 @router.get("/{run_id}/events", summary="Recent run events")

@@ -16,15 +16,17 @@ import math
 import time
 from datetime import UTC, datetime
 
-from elsa.errors import ConflictError, ElsaError
+from elsa.errors import ConfigError, ConflictError, ElsaError
 from elsa.infra.records import NodeRecord
 from elsa.infra.web import new_token, token_hash
 from elsa.runtime.config import RunConfig, parse_config
+from elsa.runtime.control import ControlPlane
 from elsa.runtime.rounds import aggregate_edges
 from elsa.wire.control import Task
 from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
-from elsa_cloud.workflows.vault import save_version
+from elsa_cloud.workflows.control import device_profile, load_plane, log_observation, model_footprint, persist
+from elsa_cloud.workflows.vault import global_state, save_version
 
 logger = logging.getLogger(__name__)
 
@@ -32,28 +34,6 @@ logger = logging.getLogger(__name__)
 def now() -> datetime:
     """Timezone-aware UTC now (the store never reads the clock itself)."""
     return datetime.now(UTC)
-
-
-def assign_devices(devices: list[str], edges: list[NodeRecord]) -> dict[str, str]:
-    """Balanced contiguous assignment in the given device order (the simulation's topology).
-
-    Device i goes to edge ``i // ceil(n_devices / n_edges)``, capped by each
-    edge's capacity (overflow spills to the next edge with room).
-    """
-    if not edges or not devices:
-        return {}
-    ordered = sorted(edges, key=lambda e: e.name)
-    per = math.ceil(len(devices) / len(ordered))
-    load = {e.node_id: 0 for e in ordered}
-    out: dict[str, str] = {}
-    for i, device in enumerate(devices):
-        preferred = min(i // per, len(ordered) - 1)
-        for edge in ordered[preferred:] + ordered[:preferred]:
-            if load[edge.node_id] < (edge.capacity or 10**6):
-                out[device] = edge.node_id
-                load[edge.node_id] += 1
-                break
-    return out
 
 
 class Coordinator:
@@ -156,12 +136,15 @@ class Coordinator:
             await self._restore_live_state()
         edges, devices = await self._wait_for_quorum(config)
         devices = sorted(devices, key=lambda d: d.name)[: config.num_devices]
+        plane = await load_plane(self.state, self.run_id, config)
+        assignment, plans = self._plan(config, plane, edges, devices)
         device_by_id = {d.node_id: d for d in devices}
-        assignment = assign_devices([d.node_id for d in devices], edges)
         await live.set_assignment(self.run_id, assignment)
-        await store.save_snapshot(self.run_id, round_index, "assignment", {"assignment": assignment}, now())
+        await persist(self.state, self.run_id, round_index, plane, assignment)
         await store.start_round(self.run_id, round_index, now())
         self.state.uploads[(self.run_id, round_index)] = {}  # collect before anyone hears of the round
+        self.state.probes[(self.run_id, round_index)] = {}
+        fingerprint = plane.fingerprint_round(round_index)
         await store.set_run_state(self.run_id, "running", current_round=round_index, updated_at=now())
         latest = await store.latest_adapter_version(self.run_id)
         version = latest.version if latest is not None else 0
@@ -183,6 +166,9 @@ class Coordinator:
                     devices=names,
                     session_token_hashes={device_by_id[d].name: token_hash(tokens[d]) for d in members},
                     deadline_s=self.settings.round_deadline_s,
+                    clusters={n: plane.cluster_of(n) for n in names},
+                    trust={n: plane.weight(n, 1) for n in names},
+                    splits={n: plans[n] for n in names},
                 ),
             )
             for device_id in members:
@@ -202,6 +188,8 @@ class Coordinator:
                     edge_url=edge_by_id[edge_id].url,
                     session_token=tokens[device_id],
                     deadline_s=self.settings.round_deadline_s,
+                    split=plans[device_by_id[device_id].name],
+                    fingerprint=fingerprint,
                 ),
             )
         await self._event(
@@ -221,7 +209,15 @@ class Coordinator:
                 break
             await asyncio.sleep(0.2)
         uploads = self.state.uploads.pop(key, {})
+        fallback = (
+            await global_state(self.state, self.settings.adapter_dir, self.run_id, version)
+            if version
+            else None
+        )
+        if uploads and all(weight <= 0 for _, weight in uploads.values()) and fallback is None:
+            uploads = {}  # every device quarantined before any global version: nothing to keep
         if not uploads:
+            self.state.probes.pop(key, None)
             await store.set_round_state(self.run_id, round_index, "abandoned", now())
             await self._event({"kind": "round_abandoned", "round": round_index})
             logger.warning(
@@ -229,15 +225,17 @@ class Coordinator:
             )
             return False
         await store.set_round_state(self.run_id, round_index, "aggregating", now())
-        global_state = aggregate_edges(uploads)
+        aggregated = aggregate_edges(uploads, fallback=fallback)
         folder, digest, nbytes = await asyncio.to_thread(
-            save_version, self.settings.adapter_dir, self.run_id, round_index, global_state, config
+            save_version, self.settings.adapter_dir, self.run_id, round_index, aggregated, config
         )
         await store.add_adapter_version(
             self.run_id, round_index, round_index, str(folder), digest, nbytes, now()
         )
-        self.state.adapter_cache[(self.run_id, round_index)] = global_state
+        self.state.adapter_cache[(self.run_id, round_index)] = aggregated
         await store.set_round_state(self.run_id, round_index, "completed", now())
+        expected = {device_by_id[d].name for d, e in assignment.items() if e in uploads}
+        await self._observe(plane, round_index, expected)
         for edge_id in served:
             if edge_id not in uploads:
                 await store.record_participation(
@@ -249,13 +247,62 @@ class Coordinator:
         )
         return True
 
+    def _plan(
+        self, config: RunConfig, plane: ControlPlane, edges: list[NodeRecord], devices: list[NodeRecord]
+    ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+        """This round's assignment (device id -> edge id) and cuts (device name -> (h, t)).
+
+        A device whose memory budget fits no cut is left out of the round (logged, event).
+        """
+        by_name = {d.name: d for d in devices}
+        profiles = {d.name: p for d in devices if (p := device_profile(d)) is not None}
+        model = model_footprint(self.run_id, devices)
+        plans: dict[str, tuple[int, int]] = {}
+        for name in sorted(by_name):
+            try:
+                split = plane.plan(name, profiles.get(name), model)
+            except ConfigError as exc:
+                logger.error(
+                    "device left out: no feasible cut",
+                    extra={"run_id": self.run_id, "device": name, "detail": exc.detail},
+                )
+                continue
+            plans[name] = (split.head_blocks, split.tail_blocks)
+        capacity = {e.node_id: e.capacity for e in edges}
+        by_name_assignment = plane.assign(sorted(plans), capacity, profiles, model)
+        return {by_name[n].node_id: e for n, e in by_name_assignment.items()}, plans
+
+    async def _observe(self, plane: ControlPlane, round_index: int, expected: set[str]) -> None:
+        """Update clusters and trust from the round's probe reports (DESIGN §2.4-§2.5).
+
+        A device posts its probe report before its last edge-round update, so every report of
+        a device whose edge uploaded is already here; a device that sent none keeps its trust.
+        """
+        reports = self.state.probes.pop((self.run_id, round_index), {})
+        missing = sorted(expected - set(reports))
+        if missing:
+            logger.warning(
+                "no probe report", extra={"run_id": self.run_id, "round": round_index, "devices": missing}
+            )
+        seen = plane.observe(reports)
+        await persist(
+            self.state, self.run_id, round_index, plane, await self.state.live.get_assignment(self.run_id)
+        )
+        await self._event(log_observation(self.run_id, round_index, seen))
+
     async def _restore_live_state(self) -> None:
         snapshot = await self.state.store.latest_snapshot(self.run_id, "assignment")
         if snapshot is None:
             return  # a new run: nothing was lost
-        assignment = dict(snapshot.payload.get("assignment", {}))
+        payload = snapshot.payload
+        assignment = dict(payload.get("assignment_ids", payload.get("assignment", {})))
+        plane = self.state.controls.get(self.run_id)
         await self.state.live.restore(
-            self.run_id, assignment=assignment, clusters={}, trust={}, split_plans={}
+            self.run_id,
+            assignment=assignment,
+            clusters=dict(plane.clusters) if plane else {},
+            trust=dict(plane.trust) if plane else {},
+            split_plans={d: (p.head_blocks, p.tail_blocks) for d, p in plane.plans.items()} if plane else {},
         )
         logger.warning("live state restored from SQL", extra={"run_id": self.run_id})
 

@@ -8,6 +8,7 @@ The PEFT weights' sha256 is recorded in SQL and verified on read.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from elsa.errors import ConflictError, NotFoundError
 from elsa.model.packaged import model_type_of
 from elsa.model.peft_format import ADAPTER_FILE, file_sha256, write_peft_dir
 from elsa.runtime.config import RunConfig
+from elsa_cloud.state import CloudState
 
 ELSA_FILE = "elsa_state.safetensors"
 
@@ -66,3 +68,18 @@ def load_version(root: Path, run_id: str, version: int, sha256: str) -> dict[str
 
 def _model_type(config: RunConfig) -> str:
     return model_type_of(config.model.name)
+
+
+async def global_state(
+    state: CloudState, adapter_dir: Path, run_id: str, version: int
+) -> dict[str, torch.Tensor]:
+    """A global adapter version's tensors (cached in memory after the first checked load)."""
+    cached = state.adapter_cache.get((run_id, version))
+    if cached is not None:
+        return cached
+    record = await state.store.get_adapter_version(run_id, version)
+    if record is None:
+        raise NotFoundError(f"run {run_id} has no adapter version {version}")
+    loaded = await asyncio.to_thread(load_version, adapter_dir, run_id, version, record.sha256)
+    state.adapter_cache[(run_id, version)] = loaded
+    return loaded

@@ -40,7 +40,7 @@ from elsa.wire import (
     to_payload,
 )
 from elsa_edge.deps import CloudDep, SessionDep, SettingsDep, StateDep
-from elsa_edge.state import EdgeState, ServedRound, Session
+from elsa_edge.state import EdgeState, Session
 from elsa_edge.workflows.serve import finish_edge_round
 
 M = TypeVar("M", bound=Message)
@@ -78,7 +78,7 @@ def open_session(body: OpenSession, request: Request, state: StateDep) -> Sessio
         raise AuthError(f"device {body.device_id} is not assigned to this edge")
     if not same_secret(token_hash(token), expected):
         raise AuthError("session token does not match")
-    split = served.config.split_params()
+    split = served.split_of(body.device_id)
     with state.state_lock:
         served.edge_round.open_session(body.device_id, served.model.segments(split))
         for sid in [
@@ -183,10 +183,6 @@ async def backward(
     return _frames_response(reply)
 
 
-def _device_keys(served: ServedRound) -> list[str]:
-    return list(served.model.segments(served.config.split_params()).device_keys())
-
-
 @router.post("/{session_id}/updates", summary="Submit the device's head/tail after an edge round")
 async def submit_update(
     session_id: str,
@@ -211,7 +207,7 @@ async def submit_update(
         raise ConflictError(
             f"edge_round {edge_round} out of range (tau2 = {served.config.train.edge_rounds})"
         )
-    keys = _device_keys(served)
+    keys = served.device_keys(session.device_id)
     if sorted(update.tensors) != sorted(keys):
         raise AdapterMismatchError(f"update must hold exactly the device's {len(keys)} head/tail keys")
     reference = served.edge_round.start
@@ -247,7 +243,9 @@ async def edge_model(
     ready = await wait_until(lambda: edge_round in served.edge_round.models, wait_s)
     if not ready:
         return Response(status_code=204)
-    state_out = served.edge_round.device_model(session.device_id, edge_round, _device_keys(served))
+    state_out = served.edge_round.device_model(
+        session.device_id, edge_round, served.device_keys(session.device_id)
+    )
     message = AdapterBroadcast(
         run_id=session.run_id,
         round=session.round_index,

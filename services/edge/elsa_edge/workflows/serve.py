@@ -10,6 +10,7 @@ from typing import Any
 
 from elsa.errors import ElsaError, UnavailableError
 from elsa.infra.http import CloudClient
+from elsa.params import SplitParams
 from elsa.runtime.config import parse_config
 from elsa.runtime.rounds import EdgeRound
 from elsa.runtime.simulation import load_run_model
@@ -97,7 +98,18 @@ class EdgeWorker:
         start = model.initial_state()
         if task.version:
             start.update(self.cloud.global_adapter(run_id, task.version))
-        edge_round = EdgeRound(run_id, round_index, tuple(task.devices), start, config.train_params())
+        edge_round = EdgeRound(
+            run_id,
+            round_index,
+            tuple(task.devices),
+            start,
+            config.train_params(),
+            clusters=dict(task.clusters),
+            trust=dict(task.trust),
+        )
+        splits = {d: SplitParams(head_blocks=h, tail_blocks=t) for d, (h, t) in task.splits.items()}
+        for split in splits.values():
+            model.segments(split)  # ConfigError now for a cut the model cannot take
         with self.state.state_lock:
             current = self.state.rounds.get(run_id)
             if current is not None and current.edge_round.round_index == round_index:
@@ -105,7 +117,7 @@ class EdgeWorker:
             if current is not None:
                 self.state.previous[run_id] = current
             self.state.rounds[run_id] = ServedRound(
-                config, model, edge_round, dict(task.session_token_hashes), time.monotonic()
+                config, model, edge_round, dict(task.session_token_hashes), time.monotonic(), splits=splits
             )
             keep = {round_index, current.edge_round.round_index if current else round_index}
             for sid in [
@@ -179,7 +191,7 @@ def try_upload(state: EdgeState, cloud: CloudClient, served: ServedRound) -> Non
 
 def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound) -> None:
     """Send the final edge model of the round (fp32 adapter message) to the cloud."""
-    model, total = served.edge_round.final_model()
+    model, total, weight = served.edge_round.final_model()
     update = AdapterUpdate(
         node_id=state.node_id or "edge",
         run_id=served.edge_round.run_id,
@@ -187,6 +199,7 @@ def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound)
         num_examples=total,
         tensors=state_to_payloads(model),
         loss=None,
+        weight=weight,
     )
     state.bytes_out += cloud.upload_edge_model(
         served.edge_round.run_id, served.edge_round.round_index, update
