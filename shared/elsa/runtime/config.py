@@ -99,7 +99,11 @@ class ControlSection(_Section):
     trust_singleton: Literal["trusted", "population"] = Field(
         "population", description="consensus for a device alone in its cluster"
     )
-    latency_assignment: bool = Field(True, description="assign clusters to edges by measured link cost")
+    assignment: Literal["latency", "balanced", "random"] = Field(
+        "latency",
+        description="latency: clusters to edges by measured link cost; balanced: devices spread in "
+        "name order; random: a seeded random edge per device (baseline)",
+    )
     edge_capacity: int = Field(16, ge=1, description="devices an edge serves when it reports no capacity")
     dynamic_split: bool = Field(True, description="plan (h, t) per device from its resources")
     edge_speedup: float = Field(4.0, gt=0, description="edge per-block compute relative to a device")

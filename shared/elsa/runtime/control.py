@@ -144,6 +144,7 @@ class ControlPlane:
         self.assignment: dict[str, str] = {}
         self.plans: dict[str, SplitParams] = {}
         self.next_cluster_id = 1
+        self.rounds_assigned = 0
 
     # -- fingerprints, clusters and trust ------------------------------------------------------
 
@@ -209,14 +210,20 @@ class ControlPlane:
         """Device → edge for this round (DESIGN §2.6).
 
         ``edges``: live edge → capacity (None = the configured default). With latency-aware
-        assignment on and link measurements for every device, clusters go to edges by the
-        min-bottleneck assignment of :func:`elsa.assign.assign_clusters`; otherwise (or when a
-        device has not measured its links yet) devices are spread over the edges in order.
+        assignment and link measurements for every device, clusters go to edges by the
+        min-bottleneck assignment of :func:`elsa.assign.assign_clusters`; with ``random``, a
+        seeded shuffle is spread over the edges (the baseline); otherwise (or when a device has
+        not measured its links yet) devices are spread over the edges in name order.
         """
         capacity = {e: (c if c is not None else self.config.control.edge_capacity) for e, c in edges.items()}
         ordered = sorted(devices)
         measured = all(profiles.get(d) is not None and profiles[d].links for d in ordered)
-        if self.config.control.latency_assignment and measured and model is not None and capacity:
+        rule = self.config.control.assignment
+        self.rounds_assigned += 1
+        if rule == "random":
+            rng = np.random.default_rng([self.config.seed, self.rounds_assigned])
+            self.assignment = spread([ordered[i] for i in rng.permutation(len(ordered))], capacity, rng)
+        elif rule == "latency" and measured and model is not None and capacity:
             groups: dict[int, list[str]] = {}
             for d in ordered:
                 groups.setdefault(self.cluster_of(d), []).append(d)
@@ -300,15 +307,20 @@ class ControlPlane:
         self.next_cluster_id = int(snapshot.get("next_cluster_id", default_next))
 
 
-def spread(devices: Sequence[str], capacity: Mapping[str, int]) -> dict[str, str]:
+def spread(
+    devices: Sequence[str], capacity: Mapping[str, int], rng: np.random.Generator | None = None
+) -> dict[str, str]:
     """Balanced contiguous assignment: device i of n to edge ``i // ceil(n / edges)``.
 
     Capacity-capped: overflow spills to the next edge with room. The rule the simulation's fixed
-    topology uses, and the fallback before devices have measured their links.
+    topology uses, and the fallback before devices have measured their links. With ``rng`` the
+    edges are taken in a random order (the random-assignment baseline, given shuffled devices).
     """
     if not capacity or not devices:
         return {}
     edges = sorted(capacity)
+    if rng is not None:
+        edges = [edges[i] for i in rng.permutation(len(edges))]
     per = math.ceil(len(devices) / len(edges))
     load = dict.fromkeys(edges, 0)
     out: dict[str, str] = {}
