@@ -99,6 +99,15 @@ def simulate(
                 console.print(
                     f"round 0 (initial): test loss {fields['loss']:.3f} accuracy {_fmt(fields.get('accuracy'))}"
                 )
+            elif name == "control":
+                groups = len(set(fields["clusters"].values())) if fields["clusters"] else 1
+                note = f" · quarantined {', '.join(fields['quarantined'])}" if fields["quarantined"] else ""
+                console.print(
+                    f"control after round {fields['cloud_round']}: {groups} cluster(s)"
+                    f"{' (re-clustered)' if fields['reclustered'] else ''} · trust "
+                    f"{min(fields['trust'].values(), default=1.0):.2f}-{max(fields['trust'].values(), default=1.0):.2f}"
+                    f"{note}"
+                )
             elif name == "cloud_round_done":
                 sent = sum(fields["bytes"].values()) / 1e6
                 console.print(

@@ -3,11 +3,14 @@ agents + an embedded Redis-protocol server, MiniLM on BBC News.
 
 * the services produce the same global adapter as the simulation runtime (fp32 cut tensors);
 * adapters change, accuracy rises, rounds are recorded in SQL;
+* clusters and trust equal the simulation's, are visible in the operator API, live in Redis
+  and snapshotted to SQL every round;
 * a device killed mid-round does not stall the round past its deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -18,6 +21,8 @@ import httpx
 import pytest
 import torch
 
+from elsa.infra.live import LiveStore
+from elsa.infra.sql import SqlStore
 from elsa.model.adapters import max_abs_diff
 from elsa.runtime.config import load_config
 from elsa.runtime.launcher import Cluster, Operator, plan_demo, running_cluster, start_services, wait_healthy
@@ -62,13 +67,37 @@ def _global_adapter(operator: Operator, run_id: str, version: int) -> dict[str, 
     return {k: from_payload(p, dtype=torch.float32) for k, p in message.tensors.items()}
 
 
+async def _live_control(redis_url: str, run_id: str) -> dict[str, Any]:
+    live = LiveStore.from_url(redis_url)
+    try:
+        return {
+            "clusters": await live.get_clusters(run_id),
+            "trust": await live.get_trust(run_id),
+            "split_plans": await live.get_split_plans(run_id),
+        }
+    finally:
+        await live.close()
+
+
+async def _sql_snapshots(database_url: str, run_id: str) -> dict[str, list[int]]:
+    store = await SqlStore.connect(database_url)
+    try:
+        rows = await store.list_snapshots(run_id)
+    finally:
+        await store.close()
+    out: dict[str, list[int]] = {}
+    for row in rows:
+        out.setdefault(row.kind, []).append(row.round)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def test_service_runtime_matches_simulation_and_learns(tmp_path: Path) -> None:
     config = load_config(ROOT / "configs" / "e2e.yaml")
     simulated = Simulation.from_config(config, run_id="sim").run()
 
     plan = plan_demo(config, tmp_path, None, None)
     with running_cluster(tmp_path) as cluster:
-        start_services(cluster, plan, tmp_path)
+        redis_url = start_services(cluster, plan, tmp_path)
         wait_healthy([c.url for c in cluster.children if c.url], 240)
         operator = Operator(plan.cloud_url, plan.admin_token)
         run_id = operator.create_run(config)["run_id"]
@@ -78,6 +107,28 @@ def test_service_runtime_matches_simulation_and_learns(tmp_path: Path) -> None:
         served = _global_adapter(operator, run_id, config.train.cloud_rounds)
         rounds = operator.get(f"/v1/runs/{run_id}/rounds")
         metrics = operator.get(f"/v1/runs/{run_id}/metrics")["rounds"]
+        control = operator.get(f"/v1/runs/{run_id}/control")
+        live = asyncio.run(_live_control(redis_url, run_id))
+    snapshots = asyncio.run(_sql_snapshots(plan.database_url, run_id))
+
+    # the control plane: same clusters and trust as the simulation, visible to operators,
+    # live in Redis and snapshotted to SQL for every round
+    expected = simulated.rounds[-1].control
+    names = [f"device-{i:03d}" for i in range(config.num_devices)]
+    assert control["round"] == config.train.cloud_rounds
+    assert sorted(control["clusters"]) == sorted(control["trust"]) == names
+    assert control["clusters"] == expected["clusters"]
+    assert control["quarantined"] == expected["quarantined"] == []
+    for name in names:
+        assert abs(control["trust"][name] - expected["trust"][name]) < 1e-6, (control, expected)
+        assert 0.5 <= control["trust"][name] <= 1.0
+    assert sorted(control["assignment"]) == names
+    assert set(control["assignment"].values()) == {"edge-0", "edge-1"}
+    assert control["split_plans"] == {n: [1, 1] for n in names}
+    assert live["clusters"] == control["clusters"] and live["trust"] == control["trust"]
+    assert live["split_plans"] == {n: (1, 1) for n in names}
+    for kind in ("clusters", "trust", "split_plan", "assignment"):
+        assert snapshots[kind] == list(range(1, config.train.cloud_rounds + 1)), (kind, snapshots)
 
     # same config + seed => same adapters as the simulation runtime (fp32 transport)
     assert sorted(served) == sorted(simulated.global_state)

@@ -25,7 +25,7 @@ import torch
 
 from elsa.assign import assign_clusters, comm_cost, plan_split
 from elsa.cluster import Fingerprint, cluster_fingerprints, match_cluster_ids
-from elsa.errors import ConfigError
+from elsa.errors import ConfigError, UnavailableError
 from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig
 from elsa.trust import evidence_by_cluster, quarantined, sharpen, update_trust
@@ -228,7 +228,10 @@ class ControlPlane:
             for d in ordered:
                 groups.setdefault(self.cluster_of(d), []).append(d)
             cost = {(d, e): self.link_cost(profiles[d], e, model) for d in ordered for e in capacity}
-            self.assignment = assign_clusters(groups, capacity, cost, self.config.assignment_params())
+            try:
+                self.assignment = assign_clusters(groups, capacity, cost, self.config.assignment_params())
+            except UnavailableError:  # e.g. a device measured none of the live edges: spread instead
+                self.assignment = spread(ordered, capacity)
         else:
             self.assignment = spread(ordered, capacity)
         return dict(self.assignment)

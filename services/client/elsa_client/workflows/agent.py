@@ -113,8 +113,9 @@ class DeviceAgent:
             self.status.node_id = joined.node_id
             logger.info("joined cloud", extra={"node_id": joined.node_id})
 
-    def _probe_edges(self) -> None:
-        """Measure RTT and throughput to every edge and report them (DESIGN §2.1)."""
+    def _probe_edges(self, model: ModelFootprint | None = None, block_step_s: float | None = None) -> None:
+        """Measure RTT and throughput to every edge and report them with this device's
+        resources (DESIGN §2.1); with a run's model footprint once the run is loaded."""
         self.status.phase = "probing"
         probes: list[LinkProbe] = []
         try:
@@ -132,8 +133,9 @@ class DeviceAgent:
                 client.close()
         self.status.links = [p.model_dump() for p in probes]
         memory = min(self.settings.memory_bytes, int(psutil.virtual_memory().available))
+        report = ResourceReport(memory_bytes=memory, block_step_s=block_step_s, links=probes, model=model)
         try:
-            self.cloud.report_resources(ResourceReport(memory_bytes=memory, links=probes))
+            self.cloud.report_resources(report)
         except ElsaError as exc:
             self.status.last_error = f"{exc.code}: {exc.detail}"
 
@@ -167,23 +169,12 @@ class DeviceAgent:
         return run
 
     def _report_footprint(self, run_id: str, run: DeviceRun) -> None:
-        """Measure this device's block step time and the run model's footprint; report them
-        with the link probes so the cloud can plan this device's cut (DESIGN §2.2)."""
+        """Measure this device's block step time and the run model's footprint, re-probe the
+        edges, and report it all so the cloud can plan this device's cut (DESIGN §2.2)."""
         self.status.phase = "profiling"
         block_s = measure_block_step_s(run.model, run.config)
-        profile = model_profile(run.model, run.config)
-        footprint = ModelFootprint(run_id=run_id, **asdict(profile))
-        memory = min(self.settings.memory_bytes, int(psutil.virtual_memory().available))
-        report = ResourceReport(
-            memory_bytes=memory,
-            block_step_s=block_s,
-            links=[LinkProbe.model_validate(p) for p in self.status.links],
-            model=footprint,
-        )
-        try:
-            self.cloud.report_resources(report)
-        except ElsaError as exc:
-            self.status.last_error = f"{exc.code}: {exc.detail}"
+        footprint = ModelFootprint(run_id=run_id, **asdict(model_profile(run.model, run.config)))
+        self._probe_edges(footprint, block_s)
 
     def _open_session(
         self, edge: EdgeClient, run_id: str, round_index: int, device_id: str, token: str

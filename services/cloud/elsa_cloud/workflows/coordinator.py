@@ -252,25 +252,26 @@ class Coordinator:
     ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
         """This round's assignment (device id -> edge id) and cuts (device name -> (h, t)).
 
-        A device whose memory budget fits no cut is left out of the round (logged, event).
+        The same order as the simulation: assign, then plan each device's cut for its edge's
+        link. A device whose memory budget fits no cut is left out of the round (logged).
         """
         by_name = {d.name: d for d in devices}
         profiles = {d.name: p for d in devices if (p := device_profile(d)) is not None}
         model = model_footprint(self.run_id, devices)
+        capacity = {e.node_id: e.capacity for e in edges}
+        assignment = plane.assign(sorted(by_name), capacity, profiles, model)
         plans: dict[str, tuple[int, int]] = {}
-        for name in sorted(by_name):
+        for name in sorted(assignment):
             try:
                 split = plane.plan(name, profiles.get(name), model)
             except ConfigError as exc:
                 logger.error(
-                    "device left out: no feasible cut",
+                    "device left out of the round: no feasible cut",
                     extra={"run_id": self.run_id, "device": name, "detail": exc.detail},
                 )
                 continue
             plans[name] = (split.head_blocks, split.tail_blocks)
-        capacity = {e.node_id: e.capacity for e in edges}
-        by_name_assignment = plane.assign(sorted(plans), capacity, profiles, model)
-        return {by_name[n].node_id: e for n, e in by_name_assignment.items()}, plans
+        return {by_name[n].node_id: assignment[n] for n in plans}, plans
 
     async def _observe(self, plane: ControlPlane, round_index: int, expected: set[str]) -> None:
         """Update clusters and trust from the round's probe reports (DESIGN §2.4-§2.5).

@@ -107,3 +107,12 @@ class ArtifactRepository(SqlRepository):
             .limit(1)
         )
         return await self._transact("latest_snapshot", lambda s: first_record(s, query))
+
+    async def list_snapshots(self, run_id: str) -> list[SnapshotRecord]:
+        """Every snapshot of a run, by round then kind."""
+        query = (
+            select(SnapshotRow)
+            .where(SnapshotRow.run_id == run_id)
+            .order_by(SnapshotRow.round, SnapshotRow.kind)
+        )
+        return await self._transact("list_snapshots", lambda s: records(s, query))

@@ -1,0 +1,226 @@
+"""Per-cluster, trust-weighted edge aggregation and the cloud's mean over edges (DESIGN §2.5,
+§2.8-§2.9), with real split segments of a tiny BERT and adapters keyed by global block index."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import pytest
+import torch
+
+from conftest import tiny_task_model
+from elsa.errors import ConflictError
+from elsa.model.adapters import AdapterState, block_index, select
+from elsa.model.split import SplitModel
+from elsa.params import SplitParams, TrainParams
+from elsa.runtime.rounds import EdgeRound, aggregate_edges
+
+THIN = SplitParams(head_blocks=1, tail_blocks=1)  # device: blocks 0, 3 (+ classifier); edge: 1, 2
+THICK = SplitParams(head_blocks=2, tail_blocks=1)  # device: blocks 0, 1, 3 (+ classifier); edge: 2
+
+
+@functools.cache
+def split_model() -> SplitModel:
+    model = SplitModel(tiny_task_model("bert"))
+    assert model.num_blocks == 4
+    return model
+
+
+def full_state(seed: int) -> AdapterState:
+    """A full adapter state (every key of the model) with random values of the right shapes."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=g) for k, v in split_model().initial_state().items()}
+
+
+def mean(states: list[tuple[Mapping[str, torch.Tensor], float]]) -> AdapterState:
+    """Σ w·state / Σ w, key by key, in float64 (the expectation, computed independently)."""
+    total = sum(w for _, w in states)
+    return {
+        k: (torch.stack([s[k].double() * w for s, w in states]).sum(dim=0) / total).float()
+        for k in states[0][0]
+    }
+
+
+def assert_states_close(got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor]) -> None:
+    assert sorted(got) == sorted(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def edge_round(
+    devices: dict[str, SplitParams],
+    clusters: dict[str, int] | None = None,
+    trust: dict[str, float] | None = None,
+    start: AdapterState | None = None,
+) -> EdgeRound:
+    """An edge round serving ``devices`` (name → cut), every session opened."""
+    r = EdgeRound(
+        run_id="run",
+        round_index=1,
+        devices=tuple(sorted(devices)),
+        start=start if start is not None else split_model().initial_state(),
+        train=TrainParams(),
+        clusters=clusters or {},
+        trust=trust or {},
+    )
+    for device, cut in devices.items():
+        r.open_session(device, split_model().segments(cut))
+    return r
+
+
+def train_and_submit(
+    r: EdgeRound, device: str, cut: SplitParams, state: AdapterState, examples: int, at: int = 0
+) -> None:
+    """Stand-in for local training: the device ends the edge round holding ``state`` — its
+    session's body copy on the edge, its head/tail on the device, which it submits."""
+    segments = split_model().segments(cut)
+    r.session(device).load(state)
+    r.submit(device, at, select(state, segments.device_keys()), examples)
+
+
+def test_two_clusters_aggregate_separately() -> None:
+    cuts = dict.fromkeys(["d1", "d2", "d3", "d4"], THIN)
+    clusters = {"d1": 1, "d2": 1, "d3": 2, "d4": 2}
+    trust = {"d1": 0.5}  # missing = 1
+    r = edge_round(cuts, clusters, trust)
+    states = {d: full_state(i) for i, d in enumerate(cuts)}
+    examples = {"d1": 10, "d2": 30, "d3": 5, "d4": 15}
+    for d in cuts:
+        train_and_submit(r, d, THIN, states[d], examples[d])
+    assert r.complete(0)
+    models = r.aggregate(0)
+    assert sorted(models) == [1, 2]
+    assert_states_close(models[1], mean([(states["d1"], 0.5 * 10), (states["d2"], 30.0)]))
+    assert_states_close(models[2], mean([(states["d3"], 5.0), (states["d4"], 15.0)]))
+    assert sorted(models[1]) == sorted(split_model().adapter_keys())
+    # each device gets its own cluster's model, and its session continues from it
+    device_keys = split_model().segments(THIN).device_keys()
+    for d in cuts:
+        assert_states_close(r.device_model(d, 0, device_keys), select(models[clusters[d]], device_keys))
+        assert_states_close(r.session(d).state, select(models[clusters[d]], r.session(d).state))
+    assert r.aggregate(0) is models  # idempotent
+    assert r.weight("d1") == 5.0 and r.weight("d2") == 30.0
+
+
+def test_devices_without_a_cluster_share_cluster_0() -> None:
+    r = edge_round({"a": THIN, "b": THIN})
+    states = {"a": full_state(1), "b": full_state(2)}
+    train_and_submit(r, "a", THIN, states["a"], 1)
+    train_and_submit(r, "b", THIN, states["b"], 3)
+    models = r.aggregate(0)
+    assert list(models) == [0]
+    assert_states_close(models[0], mean([(states["a"], 1.0), (states["b"], 3.0)]))
+
+
+def test_a_zero_trust_device_has_no_influence_on_its_cluster() -> None:
+    cuts = {"honest": THIN, "quarantined": THIN, "alone": THIN}
+    clusters = {"honest": 1, "quarantined": 1, "alone": 2}
+    r = edge_round(cuts, clusters, trust={"quarantined": 0.0, "alone": 0.0})
+    honest = full_state(3)
+    train_and_submit(r, "honest", THIN, honest, 10)
+    train_and_submit(r, "quarantined", THIN, {k: v * 1000 for k, v in full_state(4).items()}, 1000)
+    train_and_submit(r, "alone", THIN, full_state(5), 50)
+    models = r.aggregate(0)
+    assert r.weight("quarantined") == 0.0
+    assert_states_close(models[1], honest)
+    # a cluster whose submitters all weigh 0 keeps the start ...
+    assert_states_close(models[2], r.start)
+    # ... and, later in the round, its previous model; the quarantined device keeps training from
+    # its cluster's model
+    assert_states_close(r.session("quarantined").state, select(honest, r.session("quarantined").state))
+    honest_2 = full_state(6)
+    train_and_submit(r, "honest", THIN, honest_2, 10, at=1)
+    train_and_submit(r, "quarantined", THIN, full_state(7), 1000, at=1)
+    train_and_submit(r, "alone", THIN, full_state(8), 50, at=1)
+    models_2 = r.aggregate(1)
+    assert_states_close(models_2[1], honest_2)
+    assert_states_close(models_2[2], models[2])
+
+
+def test_a_cluster_that_submits_0_examples_keeps_its_previous_model() -> None:
+    r = edge_round({"a": THIN, "b": THIN}, clusters={"a": 1, "b": 2})
+    first = {"a": full_state(9), "b": full_state(10)}
+    for d in ("a", "b"):
+        train_and_submit(r, d, THIN, first[d], 4)
+    models = r.aggregate(0)
+    train_and_submit(r, "a", THIN, full_state(11), 4, at=1)
+    train_and_submit(r, "b", THIN, full_state(12), 0, at=1)
+    models_2 = r.aggregate(1)
+    assert_states_close(models_2[1], full_state(11))
+    assert_states_close(models_2[2], models[2])
+    assert_states_close(models_2[2], first["b"])
+
+
+def test_devices_with_different_cuts_aggregate_by_global_block_index() -> None:
+    cuts = {"thin": THIN, "thick": THICK}
+    thin_keys, thick_keys = (split_model().segments(c) for c in (THIN, THICK))
+    # the cut really differs: block 1 is on the edge for one and on the device for the other
+    assert {block_index(k) for k in thin_keys.edge_keys()} == {1, 2}
+    assert {block_index(k) for k in thick_keys.edge_keys()} == {2}
+    r = edge_round(cuts)
+    states = {"thin": full_state(13), "thick": full_state(14)}
+    train_and_submit(r, "thin", THIN, states["thin"], 2)
+    train_and_submit(r, "thick", THICK, states["thick"], 6)
+    (model,) = r.aggregate(0).values()
+    expected = mean([(states["thin"], 2.0), (states["thick"], 6.0)])
+    assert sorted(model) == sorted(split_model().adapter_keys())
+    assert_states_close(model, expected)
+    # each device gets back what its own cut needs, and each session its own body keys
+    assert_states_close(
+        r.device_model("thick", 0, thick_keys.device_keys()), select(expected, thick_keys.device_keys())
+    )
+    assert_states_close(
+        r.device_model("thin", 0, thin_keys.device_keys()), select(expected, thin_keys.device_keys())
+    )
+    assert sorted(r.session("thin").state) == sorted(thin_keys.edge_keys())
+    assert_states_close(r.session("thin").state, select(expected, thin_keys.edge_keys()))
+    assert_states_close(r.session("thick").state, select(expected, thick_keys.edge_keys()))
+
+
+def test_final_model_weight_is_the_sum_of_trust_times_examples() -> None:
+    cuts = {"a": THIN, "b": THICK, "c": THIN, "q": THIN}
+    clusters = {"a": 1, "b": 1, "c": 2, "q": 2}
+    trust = {"a": 0.8, "b": 0.6, "c": 0.9, "q": 0.0}
+    examples = {"a": 10, "b": 20, "c": 5, "q": 100}
+    r = edge_round(cuts, clusters, trust)
+    with pytest.raises(ConflictError):
+        r.final_model()
+    states = {d: full_state(20 + i) for i, d in enumerate(cuts)}
+    # the final model is the last edge round's: edge round 0 must not count
+    for d in cuts:
+        train_and_submit(r, d, cuts[d], full_state(40), 1)
+    r.aggregate(0)
+    for d in cuts:
+        train_and_submit(r, d, cuts[d], states[d], examples[d], at=1)
+    r.aggregate(1)
+    model, total_examples, weight = r.final_model()
+    assert weight == pytest.approx(0.8 * 10 + 0.6 * 20 + 0.9 * 5 + 0.0 * 100)
+    assert total_examples == 10 + 20 + 5 + 100
+    # linear: the mean of the cluster models = the trust × examples mean of the devices' states
+    assert_states_close(model, mean([(states[d], trust[d] * examples[d]) for d in ("a", "b", "c")]))
+
+
+def test_final_model_of_an_all_quarantined_edge_weighs_0() -> None:
+    r = edge_round({"a": THIN, "b": THIN}, trust={"a": 0.0, "b": 0.0})
+    train_and_submit(r, "a", THIN, full_state(30), 7)
+    train_and_submit(r, "b", THIN, full_state(31), 9)
+    r.aggregate(0)
+    model, total_examples, weight = r.final_model()
+    assert weight == 0.0 and total_examples == 16
+    assert_states_close(model, r.start)
+
+
+def test_aggregate_edges_skips_zero_weight_edges_and_falls_back_when_all_are_zero() -> None:
+    a, b, c = full_state(50), full_state(51), full_state(52)
+    out = aggregate_edges({"e1": (a, 2.0), "e2": (b, 0.0), "e3": (c, 1.0)})
+    assert_states_close(out, mean([(a, 2.0), (c, 1.0)]))
+    only = aggregate_edges({"e1": (a, 0.0), "e2": (b, 3.0)})
+    assert_states_close(only, b)
+    previous = full_state(53)
+    kept = aggregate_edges({"e1": (a, 0.0), "e2": (b, 0.0)}, fallback=previous)
+    assert_states_close(kept, previous)
+    with pytest.raises(ConflictError):
+        aggregate_edges({"e1": (a, 0.0), "e2": (b, 0.0)})
+    with pytest.raises(ConflictError):
+        aggregate_edges({}, fallback=previous)
