@@ -265,7 +265,9 @@ def print_report(record: dict[str, Any]) -> None:
                 f"{s['ari']:.3f}",
                 "-" if fixed is None else f"{fixed['ari']:.3f}",
                 "-" if best is None else f"K={best[0]}: {best[1]:.2f}",
-                "-" if not diag else f"{diag['no_gap_floor']['clusters']} / {diag['no_gap_floor']['ari']:.3f}",
+                "-"
+                if not diag
+                else f"{diag['no_gap_floor']['clusters']} / {diag['no_gap_floor']['ari']:.3f}",
                 f"{s['wall_s']:.0f}",
             ]
         )

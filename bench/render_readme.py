@@ -249,6 +249,187 @@ def render_http_overhead(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _never(value: int | None) -> str:
+    return "never" if value is None else str(value)
+
+
+def render_cluster_quality(r: dict[str, Any]) -> list[str]:
+    p = r["params"]
+    rows = []
+    for s in r["seeds"]:
+        diag = s.get("diagnostics") or {}
+        fixed = diag.get("fixed_k", {})
+        at_planted = fixed.get(str(s["groups_planted"]))
+        gaps = {int(k): v["eigengap"] for k, v in fixed.items()}
+        best = max(gaps.items(), key=lambda kv: kv[1]) if gaps else None
+        no_floor = diag.get("no_gap_floor")
+        rows.append(
+            [
+                str(s["seed"]),
+                str(s["groups_planted"]),
+                str(s["clusters_found"]),
+                f"**{s['ari']:.3f}**",
+                "–" if at_planted is None else f"{at_planted['ari']:.3f}",
+                "–" if at_planted is None else f"{at_planted['eigengap']:.2f}",
+                "–" if best is None else f"{best[1]:.2f} (K={best[0]})",
+                f"{diag['mean_within_affinity_planted']:.2f}" if diag else "–",
+                "–" if no_floor is None else f"{no_floor['clusters']} / {no_floor['ari']:.3f}",
+                f"{min(s['purity']):.2f} – {max(s['purity']):.2f}",
+            ]
+        )
+    summary = r["summary"]
+    oracle = summary.get("ari_fixed_k_planted_mean")
+    return [
+        f"{p['dataset']}, {p['devices']} devices on {p['edges']} edges, Dirichlet α = {p['alpha']}, "
+        f"quantity σ = {p['quantity_sigma']}; {p['cloud_rounds']} cloud round of {p['edge_rounds']} edge "
+        f"round × {p['local_steps']} AdamW step(s) (lr {p['learning_rate']}, batch {p['batch_size']}, "
+        f"{p['max_length']} tokens) from the shared initial state; Q = {p['num_probes']} probes, "
+        f"basis k = {p['basis_dim']}, K_max = {p['k_max']}, K rule: eigengap ≥ {p['min_eigengap']} and "
+        f"mean within-cluster affinity ≥ {p['min_within_affinity']}. Planted group = the device's "
+        "dominant label. *ARI* = the run's clusters (control snapshot after round 1) vs the planted "
+        "groups; the other columns come from the same fingerprints, recomputed after each device's "
+        "local steps: the grouping at K fixed to the planted count, the eigengap λ_{K+1} − λ_K the "
+        "rule thresholds, the mean affinity within the planted groups, and the rule with no eigengap "
+        "floor (K / ARI).",
+        "",
+        *md_table(
+            [
+                "seed",
+                "planted groups",
+                "clusters found",
+                "ARI",
+                "ARI at K = planted",
+                "eigengap at K = planted",
+                "largest eigengap K ≥ 2",
+                "within-affinity of planted groups",
+                "min_eigengap 0: K / ARI",
+                "device purity",
+            ],
+            rows,
+        ),
+        "",
+        f"Mean ARI {summary['ari_mean']:.3f} (min {summary['ari_min']:.3f}, max {summary['ari_max']:.3f})"
+        + (f"; at K = planted count: {oracle:.3f}." if oracle is not None else "."),
+    ]
+
+
+def render_trust_quarantine(r: dict[str, Any]) -> list[str]:
+    p = r["params"]
+    settings = r["settings"]
+    names = list(settings)
+    first = settings[names[0]]["malicious"]["summary"]["malicious"]
+    rows = [
+        [
+            f"{d} ({info['kind']}): first quarantined in round",
+            *(
+                _never(settings[n]["malicious"]["summary"]["malicious"][d]["first_quarantined_round"])
+                for n in names
+            ),
+        ]
+        for d, info in first.items()
+    ]
+    rows += [
+        [
+            f"{d}: trust after the last round",
+            *(f"{settings[n]['malicious']['summary']['malicious'][d]['final_trust']:.2f}" for n in names),
+        ]
+        for d in first
+    ]
+    rows += [
+        [
+            "honest devices ever quarantined (false-quarantine rate)",
+            *(
+                f"{len(settings[n]['malicious']['summary']['honest_ever_quarantined'])} "
+                f"({settings[n]['malicious']['summary']['false_quarantine_rate']:.2f})"
+                for n in names
+            ),
+        ],
+        [
+            "lowest honest trust after the last round",
+            *(f"{settings[n]['malicious']['summary']['min_honest_final_trust']:.2f}" for n in names),
+        ],
+        [
+            "**final accuracy**, 25 % malicious",
+            *(f"**{settings[n]['malicious']['summary']['final_accuracy']:.3f}**" for n in names),
+        ],
+    ]
+    if all("clean" in settings[n] for n in names):
+        rows.append(
+            [
+                "final accuracy, no malicious devices",
+                *(f"{settings[n]['clean']['accuracy_per_round'][-1]:.3f}" for n in names),
+            ]
+        )
+    rows.append(
+        [
+            "accuracy per round, 25 % malicious",
+            *(" / ".join(f"{a:.2f}" for a in settings[n]["malicious"]["accuracy_per_round"]) for n in names),
+        ]
+    )
+    alpha = {
+        n: "IID" if settings[n]["alpha"] is None else f"Dirichlet α = {settings[n]['alpha']}" for n in names
+    }
+    return [
+        f"{p['dataset']}, {p['devices']} devices on {p['edges']} edges, seed {p['seed']}; malicious "
+        f"({p['malicious_fraction']:.0%}): label flip {', '.join(p['label_flip'])}; random noise "
+        f"{', '.join(p['noise'])} (× {p['noise_scale']} RMS). {p['cloud_rounds']} cloud rounds of "
+        f"{p['edge_rounds']} edge round(s) × {p['local_steps']} local step(s) (batch {p['batch_size']}, "
+        f"{p['max_length']} tokens), quantity σ = {p['quantity_sigma']}; Q = {p['num_probes']} probes; "
+        f"trust EMA β = {p['trust_beta']}, τ_min = {p['tau_min']}, temperature {p['trust_temperature']}. "
+        "Trust starts at 1, so with β = 0.7 the earliest possible quarantine is round 2 "
+        "(evidence ≈ 0 twice).",
+        "",
+        *md_table(["", *(alpha[n] for n in names)], rows),
+    ]
+
+
+def render_assignment_latency(r: dict[str, Any]) -> list[str]:
+    p = r["params"]
+    seeds = p["seeds"]
+    rows = []
+    for rule, s in r["summary"].items():
+        runs = [r["runs"][rule][str(seed)] for seed in seeds]
+        rows.append(
+            [
+                rule,
+                f"{s['comm_s_mean']:.2f}",
+                " / ".join(" ".join(f"{c:.2f}" for c in x["comm_s_per_round"]) for x in runs),
+                "1.00" if rule == "latency" else f"**{s['ratio_over_latency']:.2f}**",
+                "–"
+                if rule == "latency"
+                else " / ".join(f"{v:.2f}" for v in s["ratio_over_latency_per_seed"]),
+                " / ".join(
+                    " ".join(f"{c:.2f}" for c in x["planner_bottleneck_s_per_edge_round"]) for x in runs
+                ),
+                f"{s['final_accuracy_mean']:.3f}",
+            ]
+        )
+    return [
+        f"{p['dataset']} (first {p['max_train_examples']} training examples, Dirichlet α = {p['alpha']}), "
+        f"{p['devices']} devices, {p['edges']} edges of capacity {p['edge_capacity']}; links: RTT "
+        f"{p['link_rtt_ms']} ms, {p['link_mbps']} Mbit/s, each scaled by a seeded log-normal factor of σ = "
+        f"{p['link_spread']}; {p['cloud_rounds']} cloud rounds × {p['edge_rounds']} edge rounds × "
+        f"{p['local_steps']} steps, batch {p['batch_size']} × {p['max_length']} tokens, {p['transport_dtype']} "
+        f"cuts; seeds {', '.join(str(s) for s in seeds)} (values per seed separated by /). comm s = emulated "
+        "device-edge communication time of the slowest edge in the round (RTT per exchange + bytes ÷ "
+        "throughput, training and probe passes), computed from message sizes, not timed. Planner "
+        "estimate = the control plane's cost model of the same assignment (slowest edge, s per edge round).",
+        "",
+        *md_table(
+            [
+                "rule",
+                "mean comm s / round",
+                "comm s per round",
+                "÷ latency (means)",
+                "÷ latency per seed",
+                "planner estimate s / edge round",
+                "final accuracy (mean)",
+            ],
+            rows,
+        ),
+    ]
+
+
 RENDERERS: dict[str, Renderer] = {
     "http_overhead": render_http_overhead,
     "split_overhead": render_split_overhead,
@@ -256,6 +437,9 @@ RENDERERS: dict[str, Renderer] = {
     "device_memory": render_device_memory,
     "device_memory_mmap_threshold": render_device_memory,
     "wire_frames": render_wire_frames,
+    "cluster_quality": render_cluster_quality,
+    "trust_quarantine": render_trust_quarantine,
+    "assignment_latency": render_assignment_latency,
 }
 
 

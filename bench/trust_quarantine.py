@@ -142,7 +142,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry: dict[str, Any] = {"alpha": alpha}
         for variant in ("malicious", "clean") if clean else ("malicious",):
             config = study_config(
-                alpha, seed=args.seed, quick=args.quick, malicious=variant == "malicious", cloud_rounds=args.cloud_rounds
+                alpha,
+                seed=args.seed,
+                quick=args.quick,
+                malicious=variant == "malicious",
+                cloud_rounds=args.cloud_rounds,
             )
             print(f"{setting} {variant}: {config.train.cloud_rounds} cloud rounds ...", flush=True)
             got = simulate(config, f"{NAME}-{setting}-{variant}")
@@ -158,7 +162,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  final accuracy {got['accuracy_per_round'][-1]:.3f}, {got['wall_s']:.0f} s", flush=True)
             entry[variant] = got
         settings[setting] = entry
-    first = study_config(None, seed=args.seed, quick=args.quick, malicious=True, cloud_rounds=args.cloud_rounds)
+    first = study_config(
+        None, seed=args.seed, quick=args.quick, malicious=True, cloud_rounds=args.cloud_rounds
+    )
     return {
         "benchmark": NAME,
         "description": "rounds to quarantine malicious devices, false quarantines and accuracy, IID vs non-IID",
@@ -171,7 +177,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "label_flip": [device_name(i) for i in first.faults.label_flip],
             "noise": [device_name(i) for i in first.faults.noise],
             "noise_scale": first.faults.noise_scale,
-            "malicious_fraction": (len(first.faults.label_flip) + len(first.faults.noise)) / first.num_devices,
+            "malicious_fraction": (len(first.faults.label_flip) + len(first.faults.noise))
+            / first.num_devices,
             "cloud_rounds": first.train.cloud_rounds,
             "edge_rounds": first.train.edge_rounds,
             "local_steps": first.train.local_steps,
@@ -209,7 +216,9 @@ def print_report(record: dict[str, Any]) -> None:
             [
                 f"{d} ({kind})",
                 *(
-                    _round_or_never(settings[n]["malicious"]["summary"]["malicious"][d]["first_quarantined_round"])
+                    _round_or_never(
+                        settings[n]["malicious"]["summary"]["malicious"][d]["first_quarantined_round"]
+                    )
                     for n in names
                 ),
             ]
@@ -225,7 +234,10 @@ def print_report(record: dict[str, Any]) -> None:
     )
     if all("clean" in settings[n] for n in names):
         rows.append(
-            ["final accuracy, no malicious", *(f"{settings[n]['clean']['accuracy_per_round'][-1]:.3f}" for n in names)]
+            [
+                "final accuracy, no malicious",
+                *(f"{settings[n]['clean']['accuracy_per_round'][-1]:.3f}" for n in names),
+            ]
         )
     p = record["params"]
     print_table(

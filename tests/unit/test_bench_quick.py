@@ -174,3 +174,141 @@ def test_http_overhead_quick(results_dir: Path) -> None:
     # fp16 cut tensors carry half the bytes of fp32 ones (plus small headers)
     assert 0.45 < fp16["activations"] / fp32["activations"] < 0.55
     assert fp32["gradients"] > 0
+
+
+# ---------------------------------------------------------------- control-plane studies (DESIGN §2.3-§2.6)
+
+
+@pytest.fixture(scope="module")
+def cluster_quality(results_dir: Path) -> dict[str, Any]:
+    return _run_quick("cluster_quality.py", results_dir / "cluster_quality.json")
+
+
+@pytest.fixture(scope="module")
+def trust_quarantine(results_dir: Path) -> dict[str, Any]:
+    return _run_quick("trust_quarantine.py", results_dir / "trust_quarantine.json")
+
+
+@pytest.fixture(scope="module")
+def assignment_latency(results_dir: Path) -> dict[str, Any]:
+    return _run_quick("assignment_latency.py", results_dir / "assignment_latency.json")
+
+
+def test_cluster_quality_quick(cluster_quality: dict[str, Any]) -> None:
+    r = cluster_quality
+    _check_machine(r)
+    p = r["params"]
+    assert p["quick"] is True
+    assert p["cloud_rounds"] == p["edge_rounds"] == 1
+    assert p["k_max"] >= 6
+    assert [s["seed"] for s in r["seeds"]] == p["seeds"] == [0]
+    for s in r["seeds"]:
+        n = p["devices"]
+        assert len(s["planted"]) == len(s["clusters"]) == len(s["purity"]) == n == 12
+        # planted group = dominant label of the device's own partition
+        assert s["planted"] == [counts.index(max(counts)) for counts in s["label_counts"]]
+        assert all(0.2 <= v <= 1.0 for v in s["purity"])  # 5 classes: the dominant share is >= 1/5
+        assert -1.0 <= s["ari"] <= 1.0
+        assert s["clusters_found"] == len(set(s["clusters"])) <= p["k_max"]
+        assert 1 <= s["groups_planted"] <= 5
+        diag = s["diagnostics"]
+        # the recomputed fingerprints are the ones the control plane clustered
+        assert diag["diagnostic_matches_run"] is True
+        values = diag["laplacian_eigenvalues"]
+        assert len(values) == n
+        assert values == sorted(values)
+        assert all(-1e-9 <= v <= 2.0 + 1e-9 for v in values)
+        for k, fixed in diag["fixed_k"].items():
+            assert len(set(fixed["labels"])) <= int(k)
+            assert -1.0 <= fixed["ari"] <= 1.0
+            assert 0.0 <= fixed["mean_within_affinity"] <= 1.0
+        assert -1.0 <= diag["no_gap_floor"]["ari"] <= 1.0
+    assert r["summary"]["ari_min"] <= r["summary"]["ari_mean"] <= r["summary"]["ari_max"]
+
+
+def test_trust_quarantine_quick(trust_quarantine: dict[str, Any]) -> None:
+    r = trust_quarantine
+    _check_machine(r)
+    p = r["params"]
+    assert p["malicious_fraction"] == pytest.approx(0.25)
+    assert set(r["settings"]) == {"iid", "non_iid"}
+    assert r["settings"]["iid"]["alpha"] is None
+    assert r["settings"]["non_iid"]["alpha"] == 0.5
+    for entry in r["settings"].values():
+        run = entry["malicious"]
+        rounds = run["config"]["train"]["cloud_rounds"]
+        assert rounds == p["cloud_rounds"] >= 2
+        assert len(run["accuracy_per_round"]) == rounds + 1
+        assert all(0.0 <= a <= 1.0 for a in run["accuracy_per_round"])
+        assert len(run["trust_per_round"]) == len(run["quarantined_per_round"]) == rounds
+        assert [o["cloud_round"] for o in run["observations"]] == list(range(1, rounds + 1))
+        for trust in run["trust_per_round"]:
+            assert len(trust) == p["devices"]
+            assert all(0.0 <= t <= 1.0 for t in trust.values())
+        summary = run["summary"]
+        assert sorted(summary["malicious"]) == sorted(p["label_flip"] + p["noise"])
+        for device, info in summary["malicious"].items():
+            first = info["first_quarantined_round"]
+            assert first is None or 1 <= first <= rounds
+            # consistent with the per-round quarantine lists
+            ever = [i + 1 for i, q in enumerate(run["quarantined_per_round"]) if device in q]
+            assert first == (ever[0] if ever else None)
+            assert info["quarantined_at_end"] == (device in run["quarantined_per_round"][-1])
+        assert 0.0 <= summary["false_quarantine_rate"] <= 1.0
+        assert summary["final_accuracy"] == run["accuracy_per_round"][-1]
+
+
+def test_assignment_latency_quick(assignment_latency: dict[str, Any]) -> None:
+    r = assignment_latency
+    _check_machine(r)
+    p = r["params"]
+    assert set(r["runs"]) == set(r["summary"]) == {"latency", "balanced", "random"}
+    assert p["link_spread"] > 0
+    for rule, by_seed in r["runs"].items():
+        assert sorted(by_seed) == [str(s) for s in p["seeds"]]
+        for run in by_seed.values():
+            rounds = p["cloud_rounds"]
+            assert len(run["comm_s_per_round"]) == len(run["assignment_per_round"]) == rounds
+            assert all(c > 0 for c in run["comm_s_per_round"])
+            assert all(e > 0 for e in run["planner_bottleneck_s_per_edge_round"])
+            for assignment in run["assignment_per_round"]:
+                assert len(assignment) == p["devices"]
+                loads = [list(assignment.values()).count(e) for e in set(assignment.values())]
+                assert max(loads) <= p["edge_capacity"]
+            assert 0.0 <= run["final_accuracy"] <= 1.0
+        if rule != "latency":
+            assert r["summary"][rule]["ratio_over_latency"] > 0
+    # every rule trains on the same devices and data: the same cut-tensor bytes per round
+    bytes_per_rule = {rule: r["runs"][rule][str(p["seeds"][0])]["cut_bytes_per_round"] for rule in r["runs"]}
+    assert len({tuple(b) for b in bytes_per_rule.values()}) == 1
+
+
+def test_render_readme_fills_control_plane_blocks(
+    results_dir: Path,
+    cluster_quality: dict[str, Any],
+    trust_quarantine: dict[str, Any],
+    assignment_latency: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    readme = tmp_path / "README.md"
+    shutil.copy(BENCH / "README.md", readme)
+    cmd = [
+        sys.executable,
+        str(BENCH / "render_readme.py"),
+        "--readme",
+        str(readme),
+        "--results",
+        str(results_dir),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    text = readme.read_text(encoding="utf-8")
+    for name in ("cluster_quality", "trust_quarantine", "assignment_latency"):
+        block = text.split(f"<!-- results:{name} -->")[1].split(f"<!-- /results:{name} -->")[0]
+        assert f"bench/results/{name}.json" in block
+        assert "| " in block
+    assert f"**{cluster_quality['seeds'][0]['ari']:.3f}**" in text
+    assert f"{assignment_latency['summary']['latency']['comm_s_mean']:.2f}" in text
+    final = trust_quarantine["settings"]["non_iid"]["malicious"]["summary"]["final_accuracy"]
+    assert f"**{final:.3f}**" in text
+    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout

@@ -403,13 +403,13 @@ def test_a_device_with_less_memory_keeps_fewer_blocks() -> None:
 
 def test_a_much_slower_device_keeps_fewer_blocks_than_a_much_faster_one() -> None:
     """DESIGN §2.2: step time = device compute(h+t) + edge compute(L-h-t) + transfer, with the
-    edge's per-block time a property of the edge. Same memory (unlimited) and links; one device
-    takes 1 µs per block (faster than any edge: it should keep L-1 blocks), the other 1 s (slower
-    than any edge: it should keep the minimum). Compute must make a difference."""
+    edge's per-block time a property of the edge (10 ms here). Same memory (unlimited) and links;
+    one device takes 1 µs per block (faster than the edge: it should keep L-1 blocks), the other
+    1 s (slower: it should keep the minimum). Compute must make a difference."""
     plane = ControlPlane(config())
     links = {"e": LinkEstimate(0.01, 1e7)}
-    fast = plane.plan("fast", DeviceProfile(block_step_s=1e-6, links=links), PLAN_MODEL)
-    slow = plane.plan("slow", DeviceProfile(block_step_s=1.0, links=links), PLAN_MODEL)
+    fast = plane.plan("fast", DeviceProfile(block_step_s=1e-6, links=links), PLAN_MODEL, 0.01)
+    slow = plane.plan("slow", DeviceProfile(block_step_s=1.0, links=links), PLAN_MODEL, 0.01)
     share = {n: p.head_blocks + p.tail_blocks for n, p in (("fast", fast), ("slow", slow))}
     assert share["slow"] < share["fast"], (fast, slow)
 
@@ -495,7 +495,7 @@ def test_probe_message_round_trips_through_the_wire() -> None:
     result = ProbeResult(dirichlet_predictions(), fingerprint(rng, 2))
     message = probe_message(result, "device-007", "run-1", 3)
     assert (message.node_id, message.run_id, message.round) == ("device-007", "run-1", 3)
-    back = probe_result(decode(encode(message), ProbeReport), Q)
+    back = probe_result(decode(encode(message), ProbeReport), Q, K)
     np.testing.assert_allclose(back.predictions, result.predictions, atol=1e-6)
     assert back.predictions.dtype == np.float64 and back.predictions.shape == (Q, C)
     assert result.fingerprint is not None and back.fingerprint is not None
@@ -504,7 +504,7 @@ def test_probe_message_round_trips_through_the_wire() -> None:
     assert back.fingerprint.num_probes == Q
 
     plain = probe_result(
-        decode(encode(probe_message(ProbeResult(dirichlet_predictions()), "d", "r", 1)), ProbeReport), Q
+        decode(encode(probe_message(ProbeResult(dirichlet_predictions()), "d", "r", 1)), ProbeReport), Q, K
     )
     assert plain.fingerprint is None
 
@@ -549,7 +549,7 @@ BAD_PREDICTIONS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
 
 def test_probe_result_accepts_well_formed_predictions() -> None:
     # fp32 rounding of rows that sum to 1 stays within the tolerance
-    out = probe_result(_report(_preds(dirichlet_predictions())), Q)
+    out = probe_result(_report(_preds(dirichlet_predictions())), Q, K)
     assert out.predictions.shape == (Q, C) and out.fingerprint is None
 
 
@@ -557,7 +557,7 @@ def test_probe_result_accepts_well_formed_predictions() -> None:
 def test_probe_result_rejects_malformed_predictions(case: str) -> None:
     build, word = BAD_PREDICTIONS[case]
     with pytest.raises(ConfigError, match=word):
-        probe_result(_report(_preds(build())), Q)
+        probe_result(_report(_preds(build())), Q, K)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
@@ -565,19 +565,19 @@ def test_probe_result_rejects_non_finite_predictions(value: float) -> None:
     bad = dirichlet_predictions()
     bad[3, 1] = value
     with pytest.raises(ElsaError) as info:
-        probe_result(_report(_preds(bad)), Q)
+        probe_result(_report(_preds(bad)), Q, K)
     assert info.value.http_status == 422
 
 
 def test_probe_result_rejects_malformed_fingerprints() -> None:
     good = dirichlet_predictions()
     mu, sigma = np.zeros(K), np.eye(K)
-    ok = probe_result(_report(_preds(good), **_fp_payloads(mu, sigma)), Q)
+    ok = probe_result(_report(_preds(good), **_fp_payloads(mu, sigma)), Q, K)
     assert ok.fingerprint is not None and ok.fingerprint.dim == K
     with pytest.raises(ConfigError, match="both"):
-        probe_result(_report(_preds(good), mu=to_payload(_preds(mu), "fp32")), Q)
+        probe_result(_report(_preds(good), mu=to_payload(_preds(mu), "fp32")), Q, K)
     with pytest.raises(ConfigError, match="both"):
-        probe_result(_report(_preds(good), sigma=to_payload(_preds(sigma), "fp32")), Q)
+        probe_result(_report(_preds(good), sigma=to_payload(_preds(sigma), "fp32")), Q, K)
     not_psd = np.eye(K)
     not_psd[0, 0] = -1.0
     bad_fingerprints = {
@@ -588,10 +588,10 @@ def test_probe_result_rejects_malformed_fingerprints() -> None:
     }
     for case, (bad_mu, bad_sigma) in bad_fingerprints.items():
         with pytest.raises(ConfigError):
-            probe_result(_report(_preds(good), **_fp_payloads(bad_mu, bad_sigma)), Q)
+            probe_result(_report(_preds(good), **_fp_payloads(bad_mu, bad_sigma)), Q, K)
         assert case
     nan_mu = mu.copy()
     nan_mu[0] = float("nan")
     with pytest.raises(ElsaError) as info:
-        probe_result(_report(_preds(good), **_fp_payloads(nan_mu, sigma)), Q)
+        probe_result(_report(_preds(good), **_fp_payloads(nan_mu, sigma)), Q, K)
     assert info.value.http_status == 422

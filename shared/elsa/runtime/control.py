@@ -108,11 +108,12 @@ def probe_message(result: ProbeResult, node_id: str, run_id: str, round_index: i
     )
 
 
-def probe_result(message: ProbeReport, num_probes: int) -> ProbeResult:
+def probe_result(message: ProbeReport, num_probes: int, basis_dim: int) -> ProbeResult:
     """Validate a received probe report: (Q x C) distributions, a well-formed fingerprint.
 
-    ConfigError (422) on the wrong number of probes, negative or non-finite values, rows that
-    do not sum to 1 within 1e-3, or a fingerprint that is not a valid Gaussian.
+    ConfigError (422) on the wrong number of probes, negative values, rows that do not sum to 1
+    within 1e-3, or a fingerprint that is not a valid k-dim Gaussian (k = the run's basis);
+    TensorError (422) on non-finite values.
     """
     predictions = from_payload(message.predictions, dtype=torch.float64).numpy()
     if predictions.ndim != 2 or predictions.shape[0] != num_probes or predictions.shape[1] < 2:
@@ -127,9 +128,12 @@ def probe_result(message: ProbeReport, num_probes: int) -> ProbeResult:
     if message.mu is not None and message.sigma is not None:
         sigma = from_payload(message.sigma, dtype=torch.float64).numpy()
         sigma = 0.5 * (sigma + sigma.T) if sigma.ndim == 2 else sigma
-        fingerprint = Fingerprint(
-            mu=from_payload(message.mu, dtype=torch.float64).numpy(), sigma=sigma, num_probes=num_probes
-        )
+        mu = from_payload(message.mu, dtype=torch.float64).numpy()
+        if mu.shape != (basis_dim,):
+            raise ConfigError(
+                f"fingerprint mu must have the run's basis dimension ({basis_dim},), got {mu.shape}"
+            )
+        fingerprint = Fingerprint(mu=mu, sigma=sigma, num_probes=num_probes)
     return ProbeResult(predictions=predictions, fingerprint=fingerprint)
 
 
@@ -210,8 +214,8 @@ class ControlPlane:
         """Device → edge for this round (DESIGN §2.6).
 
         ``edges``: live edge → capacity (None = the configured default). With latency-aware
-        assignment and link measurements for every device, clusters go to edges by the
-        min-bottleneck assignment of :func:`elsa.assign.assign_clusters`; with ``random``, a
+        assignment and link measurements for every device, clusters (devices not fingerprinted
+        yet: one by one) go to edges by the min-bottleneck assignment of :func:`elsa.assign.assign_clusters`; with ``random``, a
         seeded shuffle is spread over the edges (the baseline); otherwise (or when a device has
         not measured its links yet) devices are spread over the edges in name order.
         """
@@ -225,8 +229,8 @@ class ControlPlane:
             self.assignment = spread([ordered[i] for i in rng.permutation(len(ordered))], capacity, rng)
         elif rule == "latency" and measured and model is not None and capacity:
             groups: dict[int, list[str]] = {}
-            for d in ordered:
-                groups.setdefault(self.cluster_of(d), []).append(d)
+            for i, d in enumerate(ordered):  # a device not fingerprinted yet is its own group
+                groups.setdefault(self.clusters.get(d, -1 - i), []).append(d)
             cost = {(d, e): self.link_cost(profiles[d], e, model) for d in ordered for e in capacity}
             try:
                 self.assignment = assign_clusters(groups, capacity, cost, self.config.assignment_params())
@@ -249,12 +253,21 @@ class ControlPlane:
             2 * model.cut_bytes, self.config.train.local_steps, link.rtt_s, link.throughput_bytes_per_s
         )
 
-    def plan(self, device: str, profile: DeviceProfile | None, model: ModelProfile | None) -> SplitParams:
+    def plan(
+        self,
+        device: str,
+        profile: DeviceProfile | None,
+        model: ModelProfile | None,
+        edge_block_step_s: float | None = None,
+    ) -> SplitParams:
         """The device's cut (h, t) for this round (DESIGN §2.2).
 
         With dynamic splitting on and a measured profile, :func:`elsa.assign.plan_split` picks
-        the fastest feasible cut; otherwise the run's configured cut. An infeasible memory budget
-        is a ConfigError naming the device.
+        the fastest feasible cut for the device's compute, memory and link to its assigned edge,
+        against that edge's measured per-block time (``edge_block_step_s``; unknown: the device's
+        own time / ``edge_speedup``, which makes the cut depend on memory and bandwidth only).
+        Otherwise the run's configured cut. An infeasible memory budget is a ConfigError naming
+        the device.
         """
         default = self.config.split_params()
         control = self.config.control
@@ -269,7 +282,9 @@ class ControlPlane:
             split = plan_split(
                 model.num_blocks,
                 profile.block_step_s,
-                profile.block_step_s / control.edge_speedup,
+                edge_block_step_s
+                if edge_block_step_s is not None
+                else profile.block_step_s / control.edge_speedup,
                 model.cut_bytes,
                 throughput if math.isfinite(throughput) else 1e30,
                 memory,

@@ -172,6 +172,7 @@ class DemoPlan:
     admin_token: str
     database_url: str
     redis_url: str | None
+    edge_capacity: int = 16
 
     @property
     def cloud_url(self) -> str:
@@ -191,6 +192,7 @@ def plan_demo(config: RunConfig, run_dir: Path, redis_url: str | None, database_
         admin_token=secrets.token_urlsafe(16),
         database_url=database_url or f"sqlite+aiosqlite:///{(run_dir / 'elsa.db').resolve()}",
         redis_url=redis_url,
+        edge_capacity=config.topology.devices_per_edge,
     )
 
 
@@ -239,6 +241,7 @@ def start_services(
                 "ELSA_EDGE_CLOUD_URL": plan.cloud_url,
                 "ELSA_EDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
                 "ELSA_EDGE_JOIN_SECRET": plan.join_secret,
+                "ELSA_EDGE_CAPACITY": str(plan.edge_capacity),
                 "ELSA_EDGE_TORCH_THREADS": "1",
                 **extra.get("edge", {}),
             },

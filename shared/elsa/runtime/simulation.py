@@ -196,6 +196,8 @@ class Simulation:
         self.basis = basis
         self.profiles = profiles
         self.model_profile = model
+        #: emulated edges: ``edge_speedup`` times a reference (speed 1.0) device per block
+        self.edge_block_step_s: float | None = None
 
     @classmethod
     def from_config(
@@ -220,7 +222,7 @@ class Simulation:
         block_s = measure_block_step_s(split_model, config)
         profiles = emulated_profiles(config, [d.device_id for d in devices], edges, block_s)
         model = model_profile(split_model, config)
-        return cls(
+        sim = cls(
             config,
             split_model,
             devices,
@@ -233,6 +235,8 @@ class Simulation:
             profiles,
             model,
         )
+        sim.edge_block_step_s = block_s / config.control.edge_speedup
+        return sim
 
     def evaluate(self, state: AdapterState | None = None) -> dict[str, float]:
         """Loss (and accuracy) of ``state`` (default: the global model) on the held-out split."""
@@ -274,7 +278,10 @@ class Simulation:
         train = self.config.train_params()
         for device in self.devices:
             split = self.control.plan(
-                device.device_id, self.profiles.get(device.device_id), self.model_profile
+                device.device_id,
+                self.profiles.get(device.device_id),
+                self.model_profile,
+                self.edge_block_step_s,
             )
             if split != device.segments.split:
                 device.resplit(self.split_model.segments(split), self.global_state, train)
@@ -285,7 +292,9 @@ class Simulation:
         """A probe report through the wire codec, exactly as a device agent sends it."""
         data = encode(probe_message(result, node_id, self.run_id, round_index))
         self.counter.add(PROBE_REPORTS, len(data))
-        return probe_result(decode(data, ProbeReport), self.config.control.num_probes)
+        return probe_result(
+            decode(data, ProbeReport), self.config.control.num_probes, self.config.control.basis_dim
+        )
 
     def run_cloud_round(self, cloud_round: int, emit: EventSink) -> tuple[list[float], float]:
         """One cloud round (DESIGN §2). Returns the losses and the emulated communication time.

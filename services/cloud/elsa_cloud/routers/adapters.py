@@ -169,7 +169,7 @@ async def upload_probes(
     if record is None:
         raise NotFoundError(f"unknown run {run_id}")
     config = parse_config(record.config, source=f"run {run_id}")
-    result = probe_result(message, config.control.num_probes)
+    result = probe_result(message, config.control.num_probes, config.control.basis_dim)
     reference = next(iter(state.probes[key].values()), None)
     if reference is not None and reference.predictions.shape != result.predictions.shape:
         raise AdapterMismatchError(

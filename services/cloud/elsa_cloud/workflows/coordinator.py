@@ -20,7 +20,7 @@ from elsa.errors import ConfigError, ConflictError, ElsaError
 from elsa.infra.records import NodeRecord
 from elsa.infra.web import new_token, token_hash
 from elsa.runtime.config import RunConfig, parse_config
-from elsa.runtime.control import ControlPlane
+from elsa.runtime.control import ControlPlane, DeviceProfile
 from elsa.runtime.rounds import aggregate_edges
 from elsa.wire.control import Task
 from elsa_cloud.settings import CloudSettings
@@ -260,10 +260,11 @@ class Coordinator:
         model = model_footprint(self.run_id, devices)
         capacity = {e.node_id: e.capacity for e in edges}
         assignment = plane.assign(sorted(by_name), capacity, profiles, model)
+        edge_step = {e.node_id: (device_profile(e) or DeviceProfile()).block_step_s for e in edges}
         plans: dict[str, tuple[int, int]] = {}
         for name in sorted(assignment):
             try:
-                split = plane.plan(name, profiles.get(name), model)
+                split = plane.plan(name, profiles.get(name), model, edge_step.get(assignment[name]))
             except ConfigError as exc:
                 logger.error(
                     "device left out of the round: no feasible cut",

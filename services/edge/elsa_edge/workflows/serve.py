@@ -12,10 +12,11 @@ from elsa.errors import ElsaError, UnavailableError
 from elsa.infra.http import CloudClient
 from elsa.params import SplitParams
 from elsa.runtime.config import parse_config
+from elsa.runtime.profile import measure_block_step_s
 from elsa.runtime.rounds import EdgeRound
 from elsa.runtime.simulation import load_run_model
 from elsa.wire import AdapterUpdate, state_to_payloads
-from elsa.wire.control import JoinRequest, Task
+from elsa.wire.control import JoinRequest, ResourceReport, Task
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState, ServedRound
 
@@ -94,7 +95,9 @@ class EdgeWorker:
         if model is None:
             with self.state.compute_lock:
                 model = load_run_model(config, config.resolved_num_labels())
+                block_s = measure_block_step_s(model, config)
             self.state.models[run_id] = model
+            self.report_block_step(block_s)
         start = model.initial_state()
         if task.version:
             start.update(self.cloud.global_adapter(run_id, task.version))
@@ -127,6 +130,14 @@ class EdgeWorker:
         logger.info(
             "serving round", extra={"run_id": run_id, "round": round_index, "devices": len(task.devices)}
         )
+
+    def report_block_step(self, block_s: float) -> None:
+        """Tell the cloud this edge's per-block step time, for split planning (DESIGN §2.2)."""
+        try:
+            self.cloud.report_resources(ResourceReport(block_step_s=block_s))
+        except ElsaError as exc:
+            self.state.last_error = f"{exc.code}: {exc.detail}"
+            logger.warning("could not report resources", extra={"error": exc.code})
 
     def watch_deadlines(self) -> None:
         """Check edge-round deadlines every second until stopped."""
