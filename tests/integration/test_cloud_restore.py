@@ -116,6 +116,9 @@ async def test_flushed_redis_is_restored_and_restart_resumes(
         # Redis loses everything mid-run; the operator view falls back to SQL at once ...
         await raw.flushdb()
         assert await assigned()
+        control = (await client.get(f"/v1/runs/{run_id}/control", headers=admin)).json()
+        assert control["assignment"] == {"device-000": "edge-0"} and control["round"] == 1
+        assert control["clusters"] == {} and control["split_plans"] == {"device-000": [1, 1]}
         for node in (edge, device):  # live nodes keep polling, which refreshes their liveness
             beat = await client.post(
                 "/v1/nodes/me/heartbeat", headers={"authorization": node["authorization"]}

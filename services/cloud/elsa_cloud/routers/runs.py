@@ -166,7 +166,8 @@ async def assignments(run_id: str, _: AdminDep, state: StateDep) -> dict[str, An
     live = await state.live.get_assignment(run_id)
     if not live:
         snapshot = await state.store.latest_snapshot(run_id, "assignment")
-        live = dict(snapshot.payload.get("assignment", {})) if snapshot else {}
+        payload = snapshot.payload if snapshot else {}
+        live = dict(payload.get("assignment_ids", payload.get("assignment", {})))
     return {"run_id": run_id, "assignment": live}
 
 
