@@ -372,8 +372,8 @@ def render_trust_quarantine(r: dict[str, Any]) -> list[str]:
     return [
         f"{p['dataset']}, {p['devices']} devices on {p['edges']} edges, seed {p['seed']}; malicious "
         f"({p['malicious_fraction']:.0%}): label flip {', '.join(p['label_flip'])}; random noise "
-        f"{', '.join(p['noise'])} (× {p['noise_scale']} RMS). {p['cloud_rounds']} cloud rounds of "
-        f"{p['edge_rounds']} edge round(s) × {p['local_steps']} local step(s) (batch {p['batch_size']}, "
+        f"{', '.join(p['noise'])} (update replaced by noise of {p['noise_scale']} × its RMS). {p['cloud_rounds']} cloud rounds of "
+        f"{p['edge_rounds']} edge round(s) × {p['local_steps']} local step(s) (lr {p.get('learning_rate', '?')}, batch {p['batch_size']}, "
         f"{p['max_length']} tokens), quantity σ = {p['quantity_sigma']}; Q = {p['num_probes']} probes; "
         f"trust EMA β = {p['trust_beta']}, τ_min = {p['tau_min']}, temperature {p['trust_temperature']}. "
         "Trust starts at 1, so with β = 0.7 the earliest possible quarantine is round 2 "
@@ -401,6 +401,15 @@ def render_assignment_latency(r: dict[str, Any]) -> list[str]:
                 " / ".join(
                     " ".join(f"{c:.2f}" for c in x["planner_bottleneck_s_per_edge_round"]) for x in runs
                 ),
+                " / ".join(
+                    " ".join(
+                        f"{c / (p['edge_rounds'] * e):.2f}"
+                        for c, e in zip(
+                            x["comm_s_per_round"], x["planner_bottleneck_s_per_edge_round"], strict=True
+                        )
+                    )
+                    for x in runs
+                ),
                 f"{s['final_accuracy_mean']:.3f}",
             ]
         )
@@ -423,6 +432,7 @@ def render_assignment_latency(r: dict[str, Any]) -> list[str]:
                 "÷ latency (means)",
                 "÷ latency per seed",
                 "planner estimate s / edge round",
+                "comm s ÷ (edge rounds × planner estimate)",
                 "final accuracy (mean)",
             ],
             rows,

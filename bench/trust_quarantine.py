@@ -2,9 +2,14 @@
 
 BBC News over 3 edges x 4 devices with the packaged MiniLM; 25 % of the devices are malicious:
 two label-flippers (``faults.label_flip``: they train on labels shifted by one class) and one
-random-noise device (``faults.noise``: its trained adapter is replaced by Gaussian noise of
-``noise_scale`` x its RMS), one on each edge in name order. Everything else of the control plane
-is at its defaults (clustering on, trust EMA beta 0.7, tau_min 0.5, prediction temperature 0.25).
+random-noise device (``faults.noise``: each round its local update is replaced by Gaussian noise
+of ``noise_scale`` x the update's RMS), one on each edge in name order. Everything else of the control plane
+is at the run defaults (clustering on; trust EMA beta, tau_min and the prediction temperature as
+recorded in the result file). Training is 5 local steps per round at lr 5e-3 (as in
+``tests/e2e/test_trust_simulation.py``): the evidence compares the devices' probe predictions,
+which separate hostile from honest devices only once the models are confident (at lr 1e-3 with 3
+steps per round and temperature 0.25, every device kept evidence >= 0.75 for 6 rounds and nothing
+was quarantined; ``--learning-rate``/``--local-steps`` rerun such variants).
 
 For IID data (``alpha: null``) and non-IID data (Dirichlet ``alpha: 0.5``) it runs the
 simulation for ``cloud_rounds`` rounds and records, from the control plane's per-round
@@ -15,8 +20,9 @@ trust and evidence of every device after every round, and the test accuracy afte
 Unless ``--no-clean``, the same config without malicious devices runs too, as the accuracy
 reference.
 
-Usage: ``python bench/trust_quarantine.py [--quick] [--seed 0] [--cloud-rounds 6] [--no-clean]
-[--threads T] [--out bench/results/trust_quarantine.json]``
+Usage: ``python bench/trust_quarantine.py [--quick] [--seed 0] [--cloud-rounds 6] [--local-steps 5]
+[--edge-rounds 1] [--learning-rate 5e-3] [--no-clean] [--threads T]
+[--out bench/results/trust_quarantine.json]``
 """
 
 from __future__ import annotations
@@ -39,7 +45,14 @@ SETTINGS: dict[str, float | None] = {"iid": None, "non_iid": 0.5}
 OVERRIDES: dict[str, dict[str, Any]] = {
     "topology": {"edges": 3, "devices_per_edge": 4},
     "data": {"dataset": "bbc_news", "max_test_examples": 200},
-    "train": {"cloud_rounds": 6, "edge_rounds": 1, "local_steps": 3, "batch_size": 16, "max_length": 32},
+    "train": {
+        "cloud_rounds": 6,
+        "edge_rounds": 1,
+        "local_steps": 5,
+        "learning_rate": 5e-3,
+        "batch_size": 16,
+        "max_length": 32,
+    },
     "control": {"num_probes": 64, "basis_dim": 16},
 }
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -58,15 +71,16 @@ def _merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[s
 
 
 def study_config(
-    alpha: float | None, *, seed: int, quick: bool, malicious: bool, cloud_rounds: int | None
+    alpha: float | None, *, seed: int, quick: bool, malicious: bool, train: dict[str, Any] | None = None
 ) -> RunConfig:
-    """The run config of one setting (with or without the malicious devices)."""
+    """The run config of one setting (with or without the malicious devices).
+
+    ``train``: overrides of the train section (e.g. from the command line), applied last.
+    """
     raw = _merge(RunConfig().model_dump(mode="json"), OVERRIDES)
     if quick:
         raw = _merge(raw, QUICK_OVERRIDES)
-    extra: dict[str, dict[str, Any]] = {"data": {"alpha": alpha}}
-    if cloud_rounds is not None:
-        extra["train"] = {"cloud_rounds": cloud_rounds}
+    extra: dict[str, dict[str, Any]] = {"data": {"alpha": alpha}, "train": dict(train or {})}
     if malicious:
         extra["faults"] = {"label_flip": list(LABEL_FLIP), "noise": list(NOISE)}
     raw = _merge(raw, extra)
@@ -137,6 +151,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Each setting (malicious run, then the clean reference); returns the result record."""
     threads = set_torch_threads(args.threads)
     clean = not (args.no_clean or args.quick)
+    train = {
+        key: value
+        for key, value in {
+            "cloud_rounds": args.cloud_rounds,
+            "local_steps": args.local_steps,
+            "edge_rounds": args.edge_rounds,
+            "learning_rate": args.learning_rate,
+        }.items()
+        if value is not None
+    }
     settings: dict[str, Any] = {}
     for setting, alpha in SETTINGS.items():
         entry: dict[str, Any] = {"alpha": alpha}
@@ -146,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 seed=args.seed,
                 quick=args.quick,
                 malicious=variant == "malicious",
-                cloud_rounds=args.cloud_rounds,
+                train=train,
             )
             print(f"{setting} {variant}: {config.train.cloud_rounds} cloud rounds ...", flush=True)
             got = simulate(config, f"{NAME}-{setting}-{variant}")
@@ -162,9 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  final accuracy {got['accuracy_per_round'][-1]:.3f}, {got['wall_s']:.0f} s", flush=True)
             entry[variant] = got
         settings[setting] = entry
-    first = study_config(
-        None, seed=args.seed, quick=args.quick, malicious=True, cloud_rounds=args.cloud_rounds
-    )
+    first = study_config(None, seed=args.seed, quick=args.quick, malicious=True, train=train)
     return {
         "benchmark": NAME,
         "description": "rounds to quarantine malicious devices, false quarantines and accuracy, IID vs non-IID",
@@ -182,6 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cloud_rounds": first.train.cloud_rounds,
             "edge_rounds": first.train.edge_rounds,
             "local_steps": first.train.local_steps,
+            "learning_rate": first.train.learning_rate,
             "batch_size": first.train.batch_size,
             "max_length": first.train.max_length,
             "quantity_sigma": first.data.quantity_sigma,
@@ -261,6 +284,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 rounds of 1 step, no clean runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cloud-rounds", type=int, default=None, help="default 6 (quick: 3)")
+    parser.add_argument("--local-steps", type=int, default=None, help="default 5 (quick: 1)")
+    parser.add_argument("--edge-rounds", type=int, default=None, help="default 1")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default 5e-3")
     parser.add_argument("--no-clean", action="store_true", help="skip the runs without malicious devices")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")

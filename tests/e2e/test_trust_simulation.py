@@ -1,5 +1,6 @@
 """Trust in a real run of the simulation runtime (DESIGN §2.5): MiniLM on BBC News, 6 devices,
-one label-flipper and one random-noise device.
+one label-flipper and one random-noise device (its update replaced by Gaussian noise 20x the
+honest update's RMS).
 
 Each cloud round the devices run the public probes through their freshly trained split models;
 the cloud compares each device's tempered probe predictions with its cluster's trust-weighted
@@ -37,7 +38,7 @@ def test_hostile_devices_are_quarantined_and_honest_ones_are_not() -> None:
                 "edge_rounds": 2,
                 "cloud_rounds": 5,
             },
-            "control": {"num_probes": 64},
+            "control": {"num_probes": 64},  # trust_temperature 0.05, tau_min 0.5, beta 0.7
             "faults": {"label_flip": [1], "noise": [4]},
         }
     )

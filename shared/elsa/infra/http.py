@@ -171,24 +171,15 @@ class CloudClient(_Peer):
 
     def upload_edge_model(self, run_id: str, round_index: int, update: AdapterUpdate) -> int:
         """An edge's aggregated model for a cloud round; returns bytes sent."""
-        body = encode(update)
-        self.request(
-            "POST",
-            f"/v1/runs/{run_id}/rounds/{round_index}/edge-models",
-            content=body,
-            headers={"content-type": MSGPACK},
-        )
-        return len(body)
+        return self._post_message(f"/v1/runs/{run_id}/rounds/{round_index}/edge-models", update)
 
     def upload_probes(self, report: ProbeReport) -> int:
         """A device's probe report (predictions, fingerprint) for a cloud round; returns bytes sent."""
-        body = encode(report)
-        self.request(
-            "POST",
-            f"/v1/runs/{report.run_id}/rounds/{report.round}/probes",
-            content=body,
-            headers={"content-type": MSGPACK},
-        )
+        return self._post_message(f"/v1/runs/{report.run_id}/rounds/{report.round}/probes", report)
+
+    def _post_message(self, path: str, message: Message) -> int:
+        body = encode(message)
+        self.request("POST", path, content=body, headers={"content-type": MSGPACK})
         return len(body)
 
     def report(self, report: MetricsReport) -> None:

@@ -94,7 +94,7 @@ class ControlSection(_Section):
     trust_beta: float = Field(0.7, ge=0, lt=1, description="EMA factor: trust = beta*old + (1-beta)*evidence")
     tau_min: float = Field(0.5, ge=0, le=1, description="trust below this quarantines a device")
     trust_temperature: float = Field(
-        0.25, gt=0, le=1, description="probe predictions are tempered p^(1/T) before JS (1 = raw)"
+        0.05, gt=0, le=1, description="probe predictions are tempered p^(1/T) before JS (1 = raw)"
     )
     trust_singleton: Literal["trusted", "population"] = Field(
         "population", description="consensus for a device alone in its cluster"
@@ -113,8 +113,8 @@ class FaultsSection(_Section):
     """Hostile devices for robustness studies (device indices; empty = all honest)."""
 
     label_flip: tuple[int, ...] = Field((), description="devices that train on permuted labels")
-    noise: tuple[int, ...] = Field((), description="devices whose model is replaced by random noise")
-    noise_scale: float = Field(5.0, gt=0, description="noise std relative to each adapter tensor's RMS")
+    noise: tuple[int, ...] = Field((), description="devices whose update is replaced by Gaussian noise")
+    noise_scale: float = Field(20.0, gt=0, description="noise std relative to the RMS of the honest update")
 
 
 class TrainSection(_Section):

@@ -82,24 +82,28 @@ class DeviceNode:
         """``steps`` split-training steps through the link; returns the losses."""
         if self.link is None:
             raise ConflictError(f"device {self.device_id} has no edge link")
+        start = {k: v.detach().clone() for k, v in self.stepper.state.items()} if self.noise_scale > 0 else {}
         losses = [
             self.stepper.step(first_step + i, self.next_batch(batch_size), self.link) for i in range(steps)
         ]
         if self.noise_scale > 0:
-            self._replace_with_noise()
+            self._replace_update_with_noise(start)
         return losses
 
     @torch.no_grad()
-    def _replace_with_noise(self) -> None:
-        """A noise attacker: every adapter tensor becomes N(0, (scale x RMS of the whole state)^2)."""
-        values = [v.detach().flatten() for v in self.stepper.state.values()]
-        rms = float(torch.cat(values).pow(2).mean().sqrt()) if values else 0.0
-        std = self.noise_scale * max(rms, 1e-3)
+    def _replace_update_with_noise(self, start: Mapping[str, torch.Tensor]) -> None:
+        """A noise attacker: its update (trained - start) becomes Gaussian noise whose std is
+        ``noise_scale`` x the RMS of the honest update it replaces (the classic Gaussian attack)."""
+        deltas = [(v.detach() - start[k]).flatten() for k, v in self.stepper.state.items()]
+        rms = float(torch.cat(deltas).pow(2).mean().sqrt()) if deltas else 0.0
+        std = self.noise_scale * max(rms, 1e-6)
         gen = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
-        noise = {
-            k: torch.randn(v.shape, generator=gen, dtype=v.dtype) * std for k, v in self.stepper.state.items()
-        }
-        self.stepper.load(noise)
+        self.stepper.load(
+            {
+                k: start[k] + torch.randn(v.shape, generator=gen, dtype=v.dtype) * std
+                for k, v in self.stepper.state.items()
+            }
+        )
 
     def resplit(self, segments: Segments, start: Mapping[str, torch.Tensor], train: TrainParams) -> None:
         """Move to another cut (new split plan): new segments and a fresh stepper from ``start``."""

@@ -2,8 +2,9 @@
 
 Every node tokenises the same shipped probe set and derives the same public basis from the
 *base* model (the run's initial adapter state, in which LoRA is a no-op), so fingerprints of
-different devices live in one coordinate system. After local training a device runs the probes
-through its current split model — head here, body on its edge, tail here, exactly the path its
+different devices live in one coordinate system. After its first edge round of local training
+(its own model, before edge aggregation mixes it with its peers') a device runs the probes
+through its split model — head here, body on its edge, tail here, exactly the path its
 training uses — and reports its probe predictions (for trust) and, in fingerprint rounds, the
 Gaussian of its projected representations (for clustering).
 

@@ -300,8 +300,10 @@ class Simulation:
         """One cloud round (DESIGN §2). Returns the losses and the emulated communication time.
 
         Broadcast, tau2 edge rounds of tau1 steps with per-cluster, trust-weighted edge
-        aggregation, probe reports after the last local training, cloud aggregation, then the
-        control plane observes the reports (clusters, trust) for the next round.
+        aggregation, cloud aggregation, then the control plane observes the probe reports
+        (clusters, trust) for the next round. Devices probe after the first edge round's local
+        training: their own model from the round's start, before edge aggregation mixes it
+        with their peers' (so a hostile device cannot hide behind them, nor taint them).
         """
         train = self.config.train_params()
         transport = self.config.transport_params()
@@ -340,14 +342,13 @@ class Simulation:
             rounds[edge_id] = er
         reports: dict[str, ProbeResult] = {}
         for edge_round in range(train.edge_rounds):
-            last = edge_round == train.edge_rounds - 1
             for edge_id, members in edges.items():
                 er = rounds[edge_id]
                 for device in members:
                     step0 = ((cloud_round - 1) * train.edge_rounds + edge_round) * train.local_steps
                     device_losses = device.train_steps(train.local_steps, train.batch_size, step0)
                     losses.extend(device_losses)
-                    if last:
+                    if edge_round == 0:  # the device's own training, before any mixing
                         result = probe_report(
                             device, self.probes, self.basis, self.config, fingerprint=fingerprint
                         )

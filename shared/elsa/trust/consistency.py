@@ -10,10 +10,11 @@ the Jensen–Shannon divergence in **bits** (base-2 logarithms), which lies in [
 therefore lies in [0, 1] too (1 = agrees with its peers, 0 = disjoint predictions).
 
 :func:`sharpen` optionally tempers the uploaded distributions first (p^(1/T), renormalised).
-Models trained for a few rounds on a few hundred examples are soft on ambiguous public probes,
-so honest-vs-hostile JS gaps are small in absolute terms (measured on BBC News with MiniLM:
-evidence 0.81-0.85 honest vs 0.60 label-flip at T = 1); at T = 0.25 the same predictions give
-0.64-0.69 vs 0.17, which a fixed τ_min can separate.
+Models trained for a few steps on a few hundred examples are soft on ambiguous public probes, so
+raw honest-vs-hostile JS gaps are small in absolute terms and a fixed τ_min cannot separate
+them; tempered towards their argmax (T = 0.05, the run default) the same predictions separate
+(measured on BBC News with MiniLM, 6 devices, after 4 rounds: trust 0.72-0.74 honest vs 0.43
+label-flip and 0.46 noise; at T = 1: 0.79-0.84 vs 0.73 and 0.74).
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ class DeviceAgent:
                 self.status.phase = f"training edge round {edge_round + 1}/{train.edge_rounds}"
                 step0 = ((round_index - 1) * train.edge_rounds + edge_round) * train.local_steps
                 losses.extend(device.train_steps(train.local_steps, train.batch_size, step0))
-                if edge_round == train.edge_rounds - 1:
+                if edge_round == 0:  # its own model, before edge aggregation mixes it
                     self.status.phase = "probing behaviour"
                     result = probe_report(device, run.probes, run.basis, config, fingerprint=task.fingerprint)
                     probe_bytes = self.cloud.upload_probes(

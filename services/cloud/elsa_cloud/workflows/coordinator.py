@@ -277,7 +277,7 @@ class Coordinator:
     async def _observe(self, plane: ControlPlane, round_index: int, expected: set[str]) -> None:
         """Update clusters and trust from the round's probe reports (DESIGN §2.4-§2.5).
 
-        A device posts its probe report before its last edge-round update, so every report of
+        A device posts its probe report before its first edge-round update, so every report of
         a device whose edge uploaded is already here; a device that sent none keeps its trust.
         """
         reports = self.state.probes.pop((self.run_id, round_index), {})
