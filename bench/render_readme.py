@@ -360,6 +360,15 @@ def render_trust_quarantine(r: dict[str, Any]) -> list[str]:
                 *(f"{settings[n]['clean']['accuracy_per_round'][-1]:.3f}" for n in names),
             ]
         )
+        rows.append(
+            [
+                "devices ever quarantined, no malicious devices",
+                *(
+                    str(len({d for q in settings[n]["clean"]["quarantined_per_round"] for d in q}))
+                    for n in names
+                ),
+            ]
+        )
     rows.append(
         [
             "accuracy per round, 25 % malicious",

@@ -3,13 +3,14 @@
 BBC News over 3 edges x 4 devices with the packaged MiniLM; 25 % of the devices are malicious:
 two label-flippers (``faults.label_flip``: they train on labels shifted by one class) and one
 random-noise device (``faults.noise``: each round its local update is replaced by Gaussian noise
-of ``noise_scale`` x the update's RMS), one on each edge in name order. Everything else of the control plane
-is at the run defaults (clustering on; trust EMA beta, tau_min and the prediction temperature as
-recorded in the result file). Training is 5 local steps per round at lr 5e-3 (as in
-``tests/e2e/test_trust_simulation.py``): the evidence compares the devices' probe predictions,
-which separate hostile from honest devices only once the models are confident (at lr 1e-3 with 3
-steps per round and temperature 0.25, every device kept evidence >= 0.75 for 6 rounds and nothing
-was quarantined; ``--learning-rate``/``--local-steps`` rerun such variants).
+of ``noise_scale`` x the update's RMS), one on each edge in name order. Everything else of the
+control plane and the fault model is at the run defaults (clustering on; trust EMA beta, tau_min,
+the prediction temperature and ``noise_scale`` as recorded in the result file). Training is 5
+local steps per round at lr 5e-3 (as in ``tests/e2e/test_trust_simulation.py``): the evidence
+compares the devices' probe predictions, which separate hostile from honest devices only once the
+models are confident (at lr 1e-3 with 3 steps per round and temperature 0.25, every device kept
+evidence >= 0.75 for 6 rounds and nothing was quarantined; ``--learning-rate``/``--local-steps``
+rerun such variants).
 
 For IID data (``alpha: null``) and non-IID data (Dirichlet ``alpha: 0.5``) it runs the
 simulation for ``cloud_rounds`` rounds and records, from the control plane's per-round

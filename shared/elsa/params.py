@@ -152,7 +152,7 @@ class ClusteringParams:
     eps: float = 1e-3
     seed: int = 0
     basis_dim: int = 32
-    min_eigengap: float = 0.2
+    min_eigengap: float = 0.02
     min_within_affinity: float = 0.75
     kmeans_restarts: int = 10
 

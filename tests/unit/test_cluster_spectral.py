@@ -95,15 +95,17 @@ def test_affinity_rejects_bad_input() -> None:
 
 def test_eigengap_candidates_hand_computed() -> None:
     # gaps for k = 2, 3, 4: 0.02, 0.78, 0.10 -> only k = 3 reaches 0.2
-    assert eigengap_candidates([0.0, 0.1, 0.12, 0.9, 1.0], k_max=4) == [3]
+    assert eigengap_candidates([0.0, 0.1, 0.12, 0.9, 1.0], k_max=4, min_eigengap=0.2) == [3]
     # K_max = 2 only sees the gap 0.02
-    assert eigengap_candidates([0.0, 0.1, 0.12, 0.9, 1.0], k_max=2) == []
-    # bunched eigenvalues (one population): gaps 0.05, 0.05, 0.10 -> none
-    assert eigengap_candidates([0.0, 0.8, 0.85, 0.9, 1.0], k_max=4) == []
+    assert eigengap_candidates([0.0, 0.1, 0.12, 0.9, 1.0], k_max=2, min_eigengap=0.2) == []
+    # bunched eigenvalues (one population): gaps 0.05, 0.05, 0.10 -> none at 0.2, all at the default
+    assert eigengap_candidates([0.0, 0.8, 0.85, 0.9, 1.0], k_max=4, min_eigengap=0.2) == []
+    bunched = eigengap_candidates([0.0, 0.8, 0.85, 0.9, 1.0], k_max=4)
+    assert bunched[0] == 4 and sorted(bunched) == [2, 3, 4]  # tightness must reject them
     # gaps 0.125, 0.125, 0.25 (exact in binary): best gap first, smaller k first on ties
-    assert eigengap_candidates([0.0, 0.5, 0.625, 0.75, 1.0], k_max=4) == [4]
+    assert eigengap_candidates([0.0, 0.5, 0.625, 0.75, 1.0], k_max=4, min_eigengap=0.2) == [4]
     assert eigengap_candidates([0.0, 0.5, 0.625, 0.75, 1.0], k_max=4, min_eigengap=0.1) == [4, 2, 3]
-    assert eigengap_candidates([0.0, 0.25, 0.5, 0.75, 1.0], k_max=4) == [2, 3, 4]
+    assert eigengap_candidates([0.0, 0.25, 0.5, 0.75, 1.0], k_max=4, min_eigengap=0.2) == [2, 3, 4]
     # k <= N - 1: two nodes never split
     assert eigengap_candidates([0.0, 0.5], k_max=4) == []
     with pytest.raises(ConfigError):

@@ -247,7 +247,7 @@ MODEL = ModelProfile(num_blocks=6, cut_bytes=1e6, block_memory_bytes=100, base_m
 def link(cost_s: float, steps: int) -> LinkEstimate:
     """A link whose communication per edge round costs ``cost_s``: half round trips, half transfer."""
     rtt = cost_s / (4 * steps)
-    throughput = 4 * MODEL.cut_bytes * steps / cost_s
+    throughput = 8 * MODEL.cut_bytes * steps / cost_s  # 4 cut tensors per step
     return LinkEstimate(rtt_s=rtt, throughput_bytes_per_s=throughput)
 
 
@@ -275,13 +275,14 @@ def hand_plane(**control: Any) -> ControlPlane:
     return plane
 
 
-def test_link_cost_is_the_round_trips_plus_both_cut_tensors() -> None:
+def test_link_cost_is_the_round_trips_plus_the_four_cut_transfers() -> None:
     plane = ControlPlane(config())
     steps = plane.config.train.local_steps
     profile = DeviceProfile(links={"e": LinkEstimate(rtt_s=0.01, throughput_bytes_per_s=2e6)})
-    # 2 cut tensors x 1 MB x 5 steps / 2 MB/s = 5 s, plus 2 x 5 x 10 ms
-    assert plane.link_cost(profile, "e", MODEL) == pytest.approx(5.0 + 0.1)
-    assert plane.link_cost(profile, "e", MODEL) == pytest.approx(comm_cost(2e6, steps, 0.01, 2e6))
+    # 4 cut tensors (activations and gradients, each way) x 1 MB x 5 steps / 2 MB/s = 10 s,
+    # plus 2 x 5 x 10 ms
+    assert plane.link_cost(profile, "e", MODEL) == pytest.approx(10.0 + 0.1)
+    assert plane.link_cost(profile, "e", MODEL) == pytest.approx(comm_cost(4e6, steps, 0.01, 2e6))
     assert plane.link_cost(profile, "unmeasured", MODEL) == math.inf
     assert plane.link_cost(profiles_from(HAND_COSTS, steps)["a1"], "far", MODEL) == pytest.approx(4.0)
 

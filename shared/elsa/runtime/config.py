@@ -86,7 +86,7 @@ class ControlSection(_Section):
     basis_dim: int = Field(32, ge=1, le=1024, description="k: dimension of the public probe basis")
     fingerprint_eps: float = Field(1e-3, gt=0, description="ridge added to fingerprint covariances")
     k_max: int = Field(4, ge=1, description="largest number of clusters")
-    min_eigengap: float = Field(0.2, ge=0, le=2, description="eigengap a K >= 2 needs to be considered")
+    min_eigengap: float = Field(0.02, ge=0, le=2, description="eigengap a K >= 2 needs to be considered")
     min_within_affinity: float = Field(
         0.75, ge=0, le=1, description="mean within-cluster affinity to accept K"
     )

@@ -243,14 +243,14 @@ class ControlPlane:
     def link_cost(self, profile: DeviceProfile, edge: str, model: ModelProfile) -> float:
         """Seconds of communication per edge round of a device on ``edge`` (inf if unmeasured).
 
-        Two cut tensors per step (activations up, gradients down); their size does not depend
-        on where the cut is, so the cost does not depend on the split plan.
+        Four cut tensors per step (activations to the edge and back, gradients to the edge and
+        back); their size does not depend on where the cut is, so neither does the cost.
         """
         link = profile.links.get(edge)
         if link is None:
             return math.inf
         return comm_cost(
-            2 * model.cut_bytes, self.config.train.local_steps, link.rtt_s, link.throughput_bytes_per_s
+            4 * model.cut_bytes, self.config.train.local_steps, link.rtt_s, link.throughput_bytes_per_s
         )
 
     def plan(
