@@ -118,10 +118,10 @@ def test_service_runtime_matches_simulation_and_learns(tmp_path: Path) -> None:
     assert control["round"] == config.train.cloud_rounds
     assert sorted(control["clusters"]) == sorted(control["trust"]) == names
     assert control["clusters"] == expected["clusters"]
-    assert control["quarantined"] == expected["quarantined"] == []
+    assert control["quarantined"] == expected["quarantined"]
     for name in names:
         assert abs(control["trust"][name] - expected["trust"][name]) < 1e-6, (control, expected)
-        assert 0.5 <= control["trust"][name] <= 1.0
+        assert 0.0 <= control["trust"][name] <= 1.0
     assert sorted(control["assignment"]) == names
     assert set(control["assignment"].values()) == {"edge-0", "edge-1"}
     assert control["split_plans"] == {n: [1, 1] for n in names}
