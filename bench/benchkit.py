@@ -107,3 +107,11 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     for row in rows:
         table.add_row(*row)
     Console(file=sys.stdout, width=max(100, Console().width)).print(table)
+
+
+def quiet_transformers() -> None:
+    """No per-load progress bars or warnings from transformers in the bench output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

@@ -32,7 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from benchkit import RESULTS_DIR, machine_info, print_table, set_torch_threads, write_results
+from benchkit import (
+    RESULTS_DIR,
+    machine_info,
+    print_table,
+    quiet_transformers,
+    set_torch_threads,
+    write_results,
+)
 from elsa.cluster import (
     Fingerprint,
     adjusted_rand_index,
@@ -287,14 +294,6 @@ def print_report(record: dict[str, Any]) -> None:
         ],
         rows,
     )
-
-
-def quiet_transformers() -> None:
-    """No per-load progress bars or warnings from transformers in the bench output."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def main() -> None:

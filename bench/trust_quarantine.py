@@ -33,7 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import RESULTS_DIR, machine_info, print_table, set_torch_threads, write_results
+from benchkit import (
+    RESULTS_DIR,
+    machine_info,
+    print_table,
+    quiet_transformers,
+    set_torch_threads,
+    write_results,
+)
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.simulation import Simulation, device_name
 
@@ -270,14 +277,6 @@ def print_report(record: dict[str, Any]) -> None:
         ["", *(f"{n} (alpha {settings[n]['alpha']})" for n in names)],
         rows,
     )
-
-
-def quiet_transformers() -> None:
-    """No per-load progress bars or warnings from transformers in the bench output."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def main() -> None:
