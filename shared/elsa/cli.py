@@ -307,6 +307,116 @@ def client(host: str = "0.0.0.0", port: int = 8200) -> None:
     _serve("elsa_client.main:create_app", host, port)
 
 
+_ATTACK_NOTES = {
+    "nn": "nearest word embedding (cosine) of each received row",
+    "lsq": "ridge inversion trained on SS-OP-perturbed public text",
+    "mlp": "MLP inversion trained on SS-OP-perturbed public text",
+    "lsq_u": "ridge on the kept subspace coordinates only (no kappa removes this)",
+    "mlp_u": "MLP on the kept subspace coordinates only (no kappa removes this)",
+}
+
+
+def _extra_kappas(extra: list[str], given: list[float] | None) -> list[float]:
+    """``--kappa 0 0.5 1``: click takes the first value; the rest arrive as extra arguments."""
+    values: list[float] = []
+    for arg in extra:
+        try:
+            values.append(float(arg))
+        except ValueError:
+            raise typer.BadParameter(f"unexpected argument {arg!r}") from None
+    if values and not given:
+        raise typer.BadParameter(f"unexpected arguments {extra} (kappa values follow --kappa)")
+    return values
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def attack(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML run config (default: the built-in default run)"),
+    ] = None,
+    kappa: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--kappa",
+            "-k",
+            help="kappa values to attack, e.g. --kappa 0 0.5 1 (default: 0 0.5 1 2 4 + the config's)",
+        ),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: all cores)")] = None,
+    public_texts: Annotated[
+        int, typer.Option(min=2, help="public Guardian headlines the attacker trains on")
+    ] = 2000,
+    private_texts: Annotated[
+        int, typer.Option(min=1, help="texts of the run's training split that are attacked")
+    ] = 100,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="also write the results as JSON here")
+    ] = None,
+) -> None:
+    """Attack the run's own cut activations: token recovery with and without SS-OP, per kappa."""
+    # The attacker sees what a device sends at the lower cut (model.head_blocks) and knows the
+    # base model, the public subspace U (privacy.rank) and kappa; it trains its inversions on
+    # public text perturbed with its own noise draws. Special tokens are not scored.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    import json
+
+    import torch
+
+    from elsa.runtime.attack_study import attack_cut, prepare_attack_study, study_kappas
+    from elsa.runtime.config import RunConfig, load_config
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        cfg = load_config(config) if config is not None else RunConfig()
+        kappas = study_kappas(cfg, [*(kappa or []), *_extra_kappas(list(ctx.args), kappa)])
+        cfg.resolved_num_labels()
+        console.print(
+            f"[bold]ELSA attack[/] model={cfg.model.name} data={cfg.data.dataset} cut after "
+            f"{cfg.model.head_blocks} block(s), subspace rank {cfg.privacy.rank}, kappa {list(kappas)}"
+        )
+        t0 = time.perf_counter()
+        with console.status("loading model and texts ...") as status:
+            study = prepare_attack_study(cfg, public_texts, private_texts)
+            status.update(f"attacking {len(kappas)} kappa value(s) ...")
+            result = attack_cut(study, kappas)
+        wall_s = time.perf_counter() - t0
+    except ElsaError as exc:
+        console.print(f"[red]error[/] {exc.code}: {exc.detail}")
+        raise typer.Exit(2) from exc
+    names = list(dict.fromkeys(r.attack for r in result.rows))
+    cells = {(r.kappa, r.attack): f"{r.top1:.3f} / {r.top5:.3f}" for r in result.rows}
+    table = Table(
+        title=f"token recovery top-1 / top-5 ({result.private_tokens} private tokens, "
+        f"attacker trained on {result.public_tokens} public tokens)"
+    )
+    table.add_column("kappa", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for k in kappas:
+        mark = " (config)" if k == cfg.privacy.kappa else ""
+        table.add_row(f"{k:g}{mark}", *(cells[(k, name)] for name in names))
+    console.print(table)
+    for name in names:
+        console.print(f"  {name:<6} {_ATTACK_NOTES.get(name, '')}")
+    console.print(f"wall time {wall_s:.1f}s")
+    if json_out is not None:
+        record = {
+            "config": cfg.model_dump(mode="json"),
+            "kappas": list(kappas),
+            "public_texts": study.public_texts,
+            "private_texts": study.private_texts,
+            "wall_s": wall_s,
+            **result.as_dict(),
+        }
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        console.print(f"results: {json_out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

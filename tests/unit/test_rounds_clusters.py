@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from conftest import tiny_task_model
-from elsa.errors import ConflictError
+from elsa.errors import ConflictError, GeometryMismatchError
 from elsa.model.adapters import AdapterState, block_index, select
 from elsa.model.split import SplitModel
-from elsa.params import SplitParams, TrainParams
-from elsa.runtime.rounds import EdgeRound, aggregate_edges
+from elsa.params import SketchParams, SplitParams, TrainParams
+from elsa.runtime.exchange import broadcast_message, read_broadcast
+from elsa.runtime.rounds import EXACT, EdgeRound, aggregate_edges
+from elsa.sketch import SketchedState, apply_sketches, sketch_state
+from elsa.wire import AdapterBroadcast, decode, encode
 
 THIN = SplitParams(head_blocks=1, tail_blocks=1)  # device: blocks 0, 3 (+ classifier); edge: 1, 2
 THICK = SplitParams(head_blocks=2, tail_blocks=1)  # device: blocks 0, 1, 3 (+ classifier); edge: 2
@@ -76,7 +79,7 @@ def train_and_submit(
     session's body copy on the edge, its head/tail on the device, which it submits."""
     segments = split_model().segments(cut)
     r.session(device).load(state)
-    r.submit(device, at, select(state, segments.device_keys()), examples)
+    r.submit_state(device, at, select(state, segments.device_keys()), examples)
 
 
 def test_two_clusters_aggregate_separately() -> None:
@@ -211,16 +214,68 @@ def test_final_model_of_an_all_quarantined_edge_weighs_0() -> None:
     assert_states_close(model, r.start)
 
 
-def test_aggregate_edges_skips_zero_weight_edges_and_falls_back_when_all_are_zero() -> None:
+def exact_delta(state: AdapterState, start: AdapterState, round_index: int = 1) -> SketchedState:
+    return sketch_state({k: state[k] - start[k] for k in state}, EXACT, round_index, 0)
+
+
+def test_aggregate_edges_skips_zero_weight_edges_and_keeps_the_start_when_all_are_zero() -> None:
+    start = full_state(49)
     a, b, c = full_state(50), full_state(51), full_state(52)
-    out = aggregate_edges({"e1": (a, 2.0), "e2": (b, 0.0), "e3": (c, 1.0)})
+    sa, sb, sc = (exact_delta(x, start) for x in (a, b, c))
+    out, merged = aggregate_edges({"e1": (sa, 2.0), "e2": (sb, 0.0), "e3": (sc, 1.0)}, start, EXACT)
     assert_states_close(out, mean([(a, 2.0), (c, 1.0)]))
-    only = aggregate_edges({"e1": (a, 0.0), "e2": (b, 3.0)})
+    assert sorted(merged) == sorted(start)
+    only, _ = aggregate_edges({"e1": (sa, 0.0), "e2": (sb, 3.0)}, start, EXACT)
     assert_states_close(only, b)
-    previous = full_state(53)
-    kept = aggregate_edges({"e1": (a, 0.0), "e2": (b, 0.0)}, fallback=previous)
-    assert_states_close(kept, previous)
+    kept, none = aggregate_edges({"e1": (sa, 0.0), "e2": (sb, 0.0)}, start, EXACT)
+    assert_states_close(kept, start) and none == {}
     with pytest.raises(ConflictError):
-        aggregate_edges({"e1": (a, 0.0), "e2": (b, 0.0)})
-    with pytest.raises(ConflictError):
-        aggregate_edges({}, fallback=previous)
+        aggregate_edges({}, start, EXACT)
+
+
+SKETCHED = SketchParams(rows=3, compression=4.0, dense_below=64)
+
+
+def test_sketched_round_receivers_rebuild_the_aggregators_model_bit_for_bit() -> None:
+    """Compressed sketches: the devices rebuild their cluster model from the broadcast, and the
+    cloud the edge model from its upload, exactly as the aggregator computed them."""
+    cuts = {"a": THIN, "b": THIN, "c": THICK}
+    start = full_state(60)
+    r = EdgeRound("run", 3, tuple(cuts), start, TrainParams(), clusters={"c": 1}, sketch=SKETCHED, seed=5)
+    for d, cut in cuts.items():
+        r.open_session(d, split_model().segments(cut))
+        train_and_submit(r, d, cut, full_state(61 + len(d) + ord(d[0])), 3)
+    models = r.aggregate(0)
+    for d, cut in cuts.items():
+        keys = split_model().segments(cut).device_keys()
+        sketches, values = r.device_broadcast(d, 0, keys)
+        message = broadcast_message(
+            run_id="run", round_index=3, version=0, sketches=sketches, values=values, base_version=2
+        )
+        got = read_broadcast(decode(encode(message), AdapterBroadcast), start, SKETCHED, 5)
+        for key in keys:
+            assert torch.equal(got[key], models[r.cluster(d)][key]), key
+        assert any(not s.geometry.dense for s in sketches.values())  # really compressed
+    # the edge's upload, with its exact (body) part sketched exactly, decodes to the edge model
+    merged, exact, examples, weight = r.final_update()
+    part = sketch_state(exact, SKETCHED, 3, 5)
+    dense_exact = {k: v for k, v in part.items() if v.geometry.dense}
+    assert examples == 9 and weight == 9.0
+    assert set(exact) <= set(start) and dense_exact == {}  # body tensors are sketched, not dense
+    model, _, _ = r.final_model()
+    rebuilt = apply_sketches(start, merged, SKETCHED)
+    for key, value in exact.items():
+        rebuilt[key] = rebuilt[key] + value
+    assert_states_close(rebuilt, model)
+
+
+def test_a_sketch_of_another_geometry_is_refused() -> None:
+    r = EdgeRound("run", 3, ("a",), full_state(70), TrainParams(), sketch=SKETCHED, seed=5)
+    r.open_session("a", split_model().segments(THIN))
+    keys = split_model().segments(THIN).device_keys()
+    delta = {k: torch.zeros_like(r.start[k]) for k in keys}
+    for wrong in (sketch_state(delta, SKETCHED, 4, 5), sketch_state(delta, SKETCHED, 3, 6)):
+        with pytest.raises(GeometryMismatchError):
+            r.submit("a", 0, wrong, 1)
+    assert r.submissions.get(0, {}) == {}
+    r.submit("a", 0, sketch_state(delta, SKETCHED, 3, 5), 1)

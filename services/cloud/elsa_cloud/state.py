@@ -10,7 +10,10 @@ import torch
 
 from elsa.infra.live import LiveStore
 from elsa.infra.sql import SqlStore
+from elsa.model.split import SplitModel
 from elsa.runtime.control import ControlPlane, ProbeResult
+from elsa.runtime.privacy import RunPrivacy
+from elsa.sketch import SketchedState
 from elsa.wire.control import Task
 
 
@@ -45,9 +48,10 @@ class CloudState:
     live: LiveStore
     board: TaskBoard = field(default_factory=TaskBoard)
     coordinators: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    uploads: dict[tuple[str, int], dict[str, tuple[dict[str, torch.Tensor], float]]] = field(
-        default_factory=dict
-    )
+    #: (run, round) -> edge id -> (its sketched model delta, its aggregation weight)
+    uploads: dict[tuple[str, int], dict[str, tuple[SketchedState, float]]] = field(default_factory=dict)
+    #: run id -> (its model with the initial adapter, its SS-OP subspaces), loaded on first use
+    models: dict[str, tuple[SplitModel, RunPrivacy]] = field(default_factory=dict)
     adapter_cache: dict[tuple[str, int], dict[str, torch.Tensor]] = field(default_factory=dict)
     controls: dict[str, ControlPlane] = field(default_factory=dict)  # run id -> its control plane
     #: (run, round) -> device name -> probe report, collected while the round runs

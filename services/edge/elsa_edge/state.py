@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from elsa.model.adapters import AdapterState
 from elsa.model.split import SplitModel
 from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig
+from elsa.runtime.exchange import DeltaSender
 from elsa.runtime.rounds import EdgeRound
 
 
@@ -36,6 +38,7 @@ class ServedRound:
     upload_failed: bool = False  # the cloud refused the edge model (not retried)
     first_submit_at: dict[int, float] = field(default_factory=dict)
     splits: dict[str, SplitParams] = field(default_factory=dict)  # device id -> its cut
+    version: int = 0  # the global adapter version the round started from
 
     def split_of(self, device_id: str) -> SplitParams:
         """The device's cut this round (the run's default when the cloud planned none)."""
@@ -56,6 +59,10 @@ class EdgeState:
     rounds: dict[str, ServedRound] = field(default_factory=dict)  # run id -> current round
     previous: dict[str, ServedRound] = field(default_factory=dict)  # run id -> the round before
     sessions: dict[str, Session] = field(default_factory=dict)
+    #: run id -> (latest global version held, its full adapter), for the cloud's sketched deltas
+    globals: dict[str, tuple[int, AdapterState]] = field(default_factory=dict)
+    #: run id -> this edge's sketch sender (error feedback of its body deltas)
+    senders: dict[str, DeltaSender] = field(default_factory=dict)
     compute_lock: threading.Lock = field(default_factory=threading.Lock)
     state_lock: threading.Lock = field(default_factory=threading.Lock)
     bytes_in: int = 0

@@ -109,8 +109,8 @@ class _Peer:
         raise UnavailableError(f"{method} {self.base_url}{path}: {last}")
 
 
-def _decode_state(data: bytes, expected: type[AdapterBroadcast] | type[AdapterUpdate]) -> AdapterState:
-    return payloads_to_state(decode(data, expected).tensors)
+def _decode_state(data: bytes) -> AdapterState:
+    return payloads_to_state(decode(data, AdapterBroadcast).tensors)
 
 
 class CloudClient(_Peer):
@@ -165,9 +165,21 @@ class CloudClient(_Peer):
 
     def global_adapter(self, run_id: str, version: int, keys: list[str] | None = None) -> AdapterState:
         """Download a global adapter version (optionally only some keys)."""
+        return self.global_adapter_sized(run_id, version, keys)[0]
+
+    def global_adapter_sized(
+        self, run_id: str, version: int, keys: list[str] | None = None
+    ) -> tuple[AdapterState, int]:
+        """A global adapter version (full values) and the bytes it took."""
         params = {"keys": ",".join(keys)} if keys else None
         response = self.request("GET", f"/v1/runs/{run_id}/adapters/{version}", params=params)
-        return _decode_state(response.content, AdapterBroadcast)
+        return _decode_state(response.content), len(response.content)
+
+    def global_delta(self, run_id: str, version: int) -> tuple[AdapterBroadcast, int]:
+        """The merged sketch that made ``version`` from ``version - 1`` and the bytes it took
+        (NotFoundError when the cloud no longer has it: fetch the full version instead)."""
+        response = self.request("GET", f"/v1/runs/{run_id}/adapters/{version}/delta")
+        return decode(response.content, AdapterBroadcast), len(response.content)
 
     def upload_edge_model(self, run_id: str, round_index: int, update: AdapterUpdate) -> int:
         """An edge's aggregated model for a cloud round; returns bytes sent."""
@@ -252,8 +264,11 @@ class EdgeClient(_Peer):
             headers={"content-type": MSGPACK},
         )
 
-    def edge_model(self, session_id: str, edge_round: int, wait_s: float, deadline_s: float) -> AdapterState:
-        """Long-poll the aggregated model of an edge round (device keys only)."""
+    def edge_model(
+        self, session_id: str, edge_round: int, wait_s: float, deadline_s: float
+    ) -> AdapterBroadcast:
+        """Long-poll the aggregated model of an edge round (device keys: merged sketches on the
+        round's start model, or full values)."""
         give_up = time.monotonic() + deadline_s
         while True:
             response = self.request(
@@ -264,7 +279,7 @@ class EdgeClient(_Peer):
             )
             if response.status_code == 200:
                 self.counts["adapters_edge_to_device"] += len(response.content)
-                return _decode_state(response.content, AdapterBroadcast)
+                return decode(response.content, AdapterBroadcast)
             if time.monotonic() > give_up:
                 raise UnavailableError(
                     f"edge model for edge round {edge_round} not ready in {deadline_s:.0f}s"

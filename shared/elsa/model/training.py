@@ -14,7 +14,7 @@ no perturbation, the gradients equal those of the monolithic model exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,14 +77,24 @@ def trainable_copy(state: Mapping[str, torch.Tensor], keys: tuple[str, ...]) -> 
     return {k: state[k].detach().to(torch.float32).clone().requires_grad_(True) for k in keys}
 
 
+#: what a device applies to every lower-cut tensor before it leaves (SS-OP); identity if None
+Outgoing = Callable[[torch.Tensor], torch.Tensor]
+
+
 @dataclass
 class DeviceStepper:
-    """The device half of split training: owns head/tail adapter tensors and their optimizer."""
+    """The device half of split training: owns head/tail adapter tensors and their optimizer.
+
+    ``outgoing`` (SS-OP, :class:`elsa.perturb.ActivationNoise`) transforms every lower-cut
+    tensor before it is sent, in training and inference alike; gradients come back for the
+    sent tensor and are applied to the head as they are (the noise is additive).
+    """
 
     head: HeadSegment
     tail: TailSegment
     state: AdapterState
     train: TrainParams
+    outgoing: Outgoing | None = None
     optimizer: torch.optim.Optimizer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,17 +102,26 @@ class DeviceStepper:
 
     @classmethod
     def create(
-        cls, head: HeadSegment, tail: TailSegment, start: Mapping[str, torch.Tensor], train: TrainParams
+        cls,
+        head: HeadSegment,
+        tail: TailSegment,
+        start: Mapping[str, torch.Tensor],
+        train: TrainParams,
+        outgoing: Outgoing | None = None,
     ) -> DeviceStepper:
         """A stepper starting from the device keys of ``start`` (copied)."""
         keys = tuple(sorted(head.trainable_keys() + tail.trainable_keys()))
-        return cls(head, tail, trainable_copy(start, keys), train)
+        return cls(head, tail, trainable_copy(start, keys), train, outgoing)
+
+    def _send(self, lower: torch.Tensor) -> torch.Tensor:
+        sent = lower.detach()
+        return self.outgoing(sent) if self.outgoing is not None else sent
 
     def step(self, step: int, batch: Batch, link: CutLink, *, apply: bool = True) -> float:
         """One split-training step; returns the loss. ``apply=False`` keeps gradients unapplied."""
         self.optimizer.zero_grad(set_to_none=True)
         lower = self.head.run(self.state, batch.input_ids, batch.attention_mask)
-        upper_received = link.forward(step, lower.detach(), batch.attention_mask)
+        upper_received = link.forward(step, self._send(lower), batch.attention_mask)
         upper = upper_received.detach().to(torch.float32).requires_grad_(True)
         logits = self.tail.run(self.state, upper, batch.input_ids, batch.attention_mask)
         loss = task_loss(self.tail.task_model.task, logits, batch.labels)
@@ -130,7 +149,7 @@ class DeviceStepper:
     def features(self, batch: Batch, link: CutLink) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference through the split model: (pooled final representation B x d, logits)."""
         lower = self.head.run(self.state, batch.input_ids, batch.attention_mask)
-        upper = link.forward(-1, lower, batch.attention_mask).to(torch.float32)
+        upper = link.forward(-1, self._send(lower), batch.attention_mask).to(torch.float32)
         pooled, logits = self.tail.call(
             self.state, (upper, batch.input_ids, batch.attention_mask), {"with_features": True}
         )

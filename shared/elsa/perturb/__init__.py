@@ -7,11 +7,16 @@ isotropic noise before sketching. κ = 0 is exactly off.
 """
 
 from elsa.params import PerturbParams
+from elsa.perturb.cut import ActivationNoise, CutSubspace, cut_activations, cut_subspace
 from elsa.perturb.ssop import orthogonal_component, perturb_state_delta, ssop_perturb
 from elsa.perturb.subspace import semantic_subspace, subspace_digest
 
 __all__ = [
+    "ActivationNoise",
+    "CutSubspace",
     "PerturbParams",
+    "cut_activations",
+    "cut_subspace",
     "orthogonal_component",
     "perturb_state_delta",
     "semantic_subspace",

@@ -19,6 +19,8 @@ from elsa.params import (
     FingerprintParams,
     LoraParams,
     PartitionParams,
+    PerturbParams,
+    SketchParams,
     SplitParams,
     TrainParams,
     TransportParams,
@@ -135,6 +137,38 @@ class TransportSection(_Section):
     dtype: Literal["fp32", "fp16", "bf16"] = "fp16"
 
 
+class SketchSection(_Section):
+    """Count sketches of adapter deltas on every adapter exchange (DESIGN §3)."""
+
+    enabled: bool = Field(
+        True, description="sketch adapter deltas; false = the same messages with exact (dense) tables"
+    )
+    compression: float = Field(8.0, ge=1, description="tensor elements per sketch cell (>= the byte ratio)")
+    rows: int = Field(5, ge=1, le=64, description="hash rows per tensor")
+    dense_below: int = Field(256, ge=0, description="tensors with fewer elements travel exactly")
+    estimator: Literal["mean", "median"] = Field(
+        "mean", description="decoder; mean is linear, which error feedback through merges relies on"
+    )
+    error_feedback: bool = Field(True, description="senders keep what a sketch loses and resend it")
+
+
+class PrivacySection(_Section):
+    """SS-OP on device→edge activations and adapter deltas (DESIGN §3)."""
+
+    kappa: float = Field(
+        1.0, ge=0, description="noise scale relative to the RMS of the activations' orthogonal part; 0 = off"
+    )
+    rank: int = Field(16, ge=1, description="r: dimension of the semantic subspace at each cut")
+    adapter_kappa: float = Field(
+        0.0, ge=0, description="isotropic noise on adapter deltas before sketching, relative to their RMS"
+    )
+    noise_seed: Literal["random", "run"] = Field(
+        "random",
+        description="random: each device seeds its noise from OS entropy (nobody can regenerate it); "
+        "run: from (run seed, device) for reproducible studies",
+    )
+
+
 class RunConfig(_Section):
     """A whole fine-tuning run."""
 
@@ -147,6 +181,8 @@ class RunConfig(_Section):
     transport: TransportSection = TransportSection()
     control: ControlSection = ControlSection()
     faults: FaultsSection = FaultsSection()
+    sketch: SketchSection = SketchSection()
+    privacy: PrivacySection = PrivacySection()
 
     @model_validator(mode="after")
     def _check_faults(self) -> RunConfig:
@@ -227,6 +263,20 @@ class RunConfig(_Section):
     def assignment_params(self) -> AssignmentParams:
         """Latency-aware edge assignment."""
         return AssignmentParams(default_edge_capacity=self.control.edge_capacity)
+
+    def sketch_params(self) -> SketchParams:
+        """Sketch geometry and decoder; with sketches off every tensor travels as an exact table."""
+        s = self.sketch
+        if not s.enabled:
+            return SketchParams(rows=1, compression=1.0, dense_below=2**40, estimator="mean")
+        return SketchParams(
+            rows=s.rows, compression=s.compression, dense_below=s.dense_below, estimator=s.estimator
+        )
+
+    def perturb_params(self) -> PerturbParams:
+        """SS-OP strength and subspace rank."""
+        p = self.privacy
+        return PerturbParams(kappa=p.kappa, rank=p.rank, adapter_kappa=p.adapter_kappa)
 
     def partition_params(self) -> PartitionParams:
         """Non-IID partition of the training split across all devices."""

@@ -15,9 +15,12 @@ import numpy as np
 import torch
 
 from elsa.errors import ConflictError
+from elsa.model.adapters import AdapterState, select
 from elsa.model.split import Segments
-from elsa.model.training import Batch, CutLink, DeviceStepper, task_loss
+from elsa.model.training import Batch, CutLink, DeviceStepper, Outgoing, task_loss
 from elsa.params import TrainParams
+from elsa.runtime.exchange import DeltaSender, state_change
+from elsa.sketch import SketchedState
 
 
 @dataclass
@@ -54,6 +57,11 @@ class DeviceNode:
     link: CutLink | None = None
     #: hostile behaviour for robustness studies: > 0 replaces the trained model by random noise
     noise_scale: float = 0.0
+    #: compression of this device's updates (sketch + error feedback); set by make_device
+    sender: DeltaSender | None = None
+    #: the model this exchange started from (device keys) and the global model of the round
+    base: AdapterState = field(default_factory=dict)
+    round_start: AdapterState = field(default_factory=dict)
     _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _cursor: int = 0
 
@@ -105,14 +113,33 @@ class DeviceNode:
             }
         )
 
-    def resplit(self, segments: Segments, start: Mapping[str, torch.Tensor], train: TrainParams) -> None:
-        """Move to another cut (new split plan): new segments and a fresh stepper from ``start``."""
+    def resplit(
+        self,
+        segments: Segments,
+        start: Mapping[str, torch.Tensor],
+        train: TrainParams,
+        outgoing: Outgoing | None = None,
+    ) -> None:
+        """Move to another cut (new split plan): new segments and a fresh stepper from ``start``
+        (``outgoing``: the SS-OP of the new cut)."""
         self.segments = segments
-        self.stepper = DeviceStepper.create(segments.head, segments.tail, start, train)
+        self.stepper = DeviceStepper.create(segments.head, segments.tail, start, train, outgoing)
 
     def load_model(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load the head/tail part of an aggregated model."""
+        """Load the head/tail part of an aggregated model; the next update is relative to it."""
         self.stepper.load(state)
+        self.base = {k: state[k].detach().to(torch.float32).clone() for k in self.keys}
+
+    def start_round(self, global_state: Mapping[str, torch.Tensor]) -> None:
+        """Begin a cloud round from the global model (kept: edge broadcasts are deltas on it)."""
+        self.round_start = {k: v.detach().to(torch.float32) for k, v in global_state.items()}
+        self.load_model(select(self.round_start, self.keys))
+
+    def make_update(self, round_index: int) -> SketchedState:
+        """The sketched delta of this exchange's training (trained − :attr:`base`)."""
+        if self.sender is None:
+            raise ConflictError(f"device {self.device_id} has no update sender")
+        return self.sender.compress(state_change(self.stepper.state, self.base), round_index)
 
 
 @torch.no_grad()

@@ -1,12 +1,18 @@
-"""Round logic shared by the simulation runtime and the services (DESIGN §2.8, §2.9).
+"""Round logic shared by the simulation runtime and the services (DESIGN §2.8, §2.9, §3).
 
 * :class:`EdgeRound` — an edge's book-keeping for one cloud round: which devices it serves,
-  their split sessions (body-adapter copies), the head/tail states they submit after each edge
-  round, and the example-weighted aggregation once every expected device has submitted (or the
-  deadline has passed and the caller closes the round with those present).
-* :func:`aggregate_edges` — the cloud's example-weighted mean of the edge models.
+  their split sessions (body-adapter copies), the sketched head/tail deltas they submit after
+  each edge round, and the per-cluster aggregation *in sketch space* once every expected device
+  has submitted (or the deadline has passed and the caller closes the round with those present).
+* :func:`aggregate_edges` — the cloud's weighted merge of the edges' sketches, decoded once.
 
-Both aggregate in a fixed order (sorted node ids) so both runtimes produce the same floats.
+Every node's model is ``start + decode(merged sketch) (+ exact edge-held part)``: a cluster's
+model after edge round e is the round's start plus the decoded sum of its merged device
+sketches so far, plus the exact mean of its edge-held (body) deltas. Receivers of a merged
+sketch decode it exactly as the aggregator did, so broadcasts are sketches too. The edge's
+upload to the cloud is the weighted sum of its cluster sketches (exact, linear) plus a
+sketch of its body deltas (with the edge's own error feedback). Both runtimes aggregate in a
+fixed order (sorted ids), so both produce the same floats.
 """
 
 from __future__ import annotations
@@ -16,19 +22,31 @@ from dataclasses import dataclass, field
 
 import torch
 
-from elsa.aggregate import weighted_mean
-from elsa.errors import ConflictError, NotFoundError
+from elsa.errors import AdapterMismatchError, ConflictError, NotFoundError
 from elsa.model.adapters import AdapterState, select
 from elsa.model.split import Segments
 from elsa.model.training import EdgeStepper
-from elsa.params import TrainParams
+from elsa.params import SketchParams, TrainParams
+from elsa.sketch import (
+    CountSketch,
+    SketchedState,
+    SketchGeometry,
+    apply_sketches,
+    check_same_geometry,
+    sketch_state,
+    state_geometries,
+    weighted_sum,
+)
+
+#: sketch parameters under which every tensor travels as an exact (dense) table
+EXACT = SketchParams(rows=1, compression=1.0, dense_below=2**40, estimator="mean")
 
 
 @dataclass
 class Submission:
-    """A device's head/tail state after one edge round, with its example count."""
+    """A device's sketched head/tail delta after one edge round, with its example count."""
 
-    state: AdapterState
+    delta: SketchedState
     num_examples: int
 
 
@@ -36,11 +54,14 @@ class Submission:
 class EdgeRound:
     """One edge's state for one cloud round (see module docstring).
 
-    ``clusters``: device → cluster id (missing = 0); each cluster is aggregated on its own and
-    its devices continue from their cluster's model (DESIGN §2.8). ``trust``: device → factor
-    of its aggregation weight (trust, 0 for a quarantined device; missing = 1), so a device
-    weighs trust × submitted examples (DESIGN §2.5). A cluster whose submitters all weigh 0
-    keeps its previous model.
+    ``start`` is the global model the round began from (every key). ``sketch`` and ``seed``
+    (the run seed) fix the geometry of every sketch of the round: hashes derive from (seed,
+    ``round_index``, key), so the devices' sketches, the edge's upload and the cloud's merge
+    all share them. ``clusters``: device → cluster id (missing = 0); each cluster is aggregated
+    on its own and its devices continue from their cluster's model (DESIGN §2.8). ``trust``:
+    device → factor of its aggregation weight (0 for a quarantined device; missing = 1), so a
+    device weighs trust × submitted examples (DESIGN §2.5). A cluster whose submitters all
+    weigh 0 keeps its previous model.
     """
 
     run_id: str
@@ -50,19 +71,38 @@ class EdgeRound:
     train: TrainParams
     clusters: Mapping[str, int] = field(default_factory=dict)
     trust: Mapping[str, float] = field(default_factory=dict)
+    sketch: SketchParams = EXACT
+    seed: int = 0
     sessions: dict[str, EdgeStepper] = field(default_factory=dict)
     submissions: dict[int, dict[str, Submission]] = field(default_factory=dict)
     models: dict[int, dict[int, AdapterState]] = field(default_factory=dict)
+    #: per aggregated edge round and cluster: the merged sketch of (cluster model − start),
+    #: over the device-held keys, and the exact sum of the edge-held mean deltas
+    merged: dict[int, dict[int, SketchedState]] = field(default_factory=dict)
+    exact: dict[int, dict[int, AdapterState]] = field(default_factory=dict)
 
     def cluster(self, device_id: str) -> int:
         """The cluster a device is aggregated in."""
         return int(self.clusters.get(device_id, 0))
 
-    def _latest(self, cluster: int) -> AdapterState:
+    def _last(self, cluster: int) -> int | None:
         for edge_round in sorted(self.models, reverse=True):
             if cluster in self.models[edge_round]:
-                return self.models[edge_round][cluster]
-        return self.start
+                return edge_round
+        return None
+
+    def latest(self, cluster: int) -> AdapterState:
+        """A cluster's current model (the round's start before its first aggregation)."""
+        last = self._last(cluster)
+        return self.start if last is None else self.models[last][cluster]
+
+    def geometries(self, keys: Sequence[str]) -> dict[str, SketchGeometry]:
+        """The geometry every sketch of ``keys`` must have in this round."""
+        unknown = sorted(set(keys) - set(self.start))
+        if unknown:
+            raise AdapterMismatchError(f"keys the model does not have: {unknown[:3]}")
+        lengths = {k: int(self.start[k].numel()) for k in keys}
+        return state_geometries(lengths, self.sketch, self.round_index, self.seed)
 
     def weight(self, device_id: str) -> float:
         """Aggregation weight of a device's latest submission: trust factor × examples."""
@@ -74,7 +114,7 @@ class EdgeRound:
         """Create the body session of an expected device (its own cut) from its cluster's model."""
         if device_id not in self.devices:
             raise NotFoundError(f"device {device_id} is not served by this edge in round {self.round_index}")
-        stepper = EdgeStepper.create(segments.body, self._latest(self.cluster(device_id)), self.train)
+        stepper = EdgeStepper.create(segments.body, self.latest(self.cluster(device_id)), self.train)
         self.sessions[device_id] = stepper
         return stepper
 
@@ -85,9 +125,12 @@ class EdgeRound:
         return self.sessions[device_id]
 
     def submit(
-        self, device_id: str, edge_round: int, state: Mapping[str, torch.Tensor], num_examples: int
+        self, device_id: str, edge_round: int, delta: Mapping[str, CountSketch], num_examples: int
     ) -> None:
-        """Record a device's head/tail state for ``edge_round`` (replays are rejected)."""
+        """Record a device's sketched head/tail delta for ``edge_round`` (replays are rejected).
+
+        Every sketch must have this round's geometry for its key (GeometryMismatchError, 409).
+        """
         if device_id not in self.sessions:
             raise NotFoundError(f"device {device_id} has no session in round {self.round_index}")
         if edge_round in self.models:
@@ -95,7 +138,21 @@ class EdgeRound:
         got = self.submissions.setdefault(edge_round, {})
         if device_id in got:
             raise ConflictError(f"device {device_id} already submitted edge round {edge_round}")
-        got[device_id] = Submission(dict(state), num_examples)
+        expected = self.geometries(list(delta))
+        for key, sketch in delta.items():
+            check_same_geometry(expected[key], sketch.geometry)
+        got[device_id] = Submission(dict(delta), num_examples)
+
+    def submit_state(
+        self, device_id: str, edge_round: int, state: Mapping[str, torch.Tensor], num_examples: int
+    ) -> None:
+        """Submit a trained head/tail *state*: its delta from the cluster's model, sketched here
+        without error feedback (tests and tools; devices sketch with feedback themselves)."""
+        base = self.latest(self.cluster(device_id))
+        delta = {k: state[k].detach().to(torch.float32) - base[k] for k in state}
+        self.submit(
+            device_id, edge_round, sketch_state(delta, self.sketch, self.round_index, self.seed), num_examples
+        )
 
     def complete(self, edge_round: int) -> bool:
         """Whether every device with an open session has submitted ``edge_round``."""
@@ -103,12 +160,14 @@ class EdgeRound:
         return bool(self.sessions) and all(d in got for d in self.sessions)
 
     def aggregate(self, edge_round: int) -> dict[int, AdapterState]:
-        """Per-cluster weighted mean over the devices that submitted ``edge_round``.
+        """Per-cluster weighted mean of the deltas submitted for ``edge_round``, in sketch space.
 
-        A device's full adapter = its submitted head/tail + its session's body copy, keyed by
-        global block index, so devices with different cuts aggregate block by block. Sessions
-        then continue from their cluster's model. Devices that did not submit are left out (and
-        their sessions, if any, are closed). Returns cluster → model; idempotent per edge round.
+        Per key, the holders are the submitters whose device trains it (sketched delta) and the
+        sessions of submitters whose edge body trains it (exact delta from the cluster model);
+        weights (trust × examples) are normalised over a key's holders, so devices with
+        different cuts aggregate block by block. Sessions then continue from their cluster's
+        model. Devices that did not submit are left out (and their sessions closed). Returns
+        cluster → model; idempotent per edge round.
         """
         if edge_round in self.models:
             return self.models[edge_round]
@@ -119,65 +178,136 @@ class EdgeRound:
         for device_id in sorted(got):
             groups.setdefault(self.cluster(device_id), []).append(device_id)
         models: dict[int, AdapterState] = {}
+        merged: dict[int, SketchedState] = {}
+        exact: dict[int, AdapterState] = {}
         for cluster, members in sorted(groups.items()):
-            pairs: list[tuple[AdapterState, float]] = []
-            for device_id in members:
-                weight = self.weight(device_id)
-                if weight > 0:
-                    body = {k: v.detach() for k, v in self.sessions[device_id].state.items()}
-                    pairs.append(({**got[device_id].state, **body}, weight))
-            models[cluster] = weighted_mean(pairs) if pairs else self._latest(cluster)
+            last = self._last(cluster)
+            prev_merged = {} if last is None else self.merged[last][cluster]
+            prev_exact = {} if last is None else self.exact[last][cluster]
+            base = self.latest(cluster)
+            live = [(d, self.weight(d)) for d in members if self.weight(d) > 0]
+            totals: dict[str, float] = {}
+            for device_id, w in live:
+                for key in (*got[device_id].delta, *self.sessions[device_id].state):
+                    totals[key] = totals.get(key, 0.0) + w
+            parts: list[tuple[Mapping[str, CountSketch], float]] = [(prev_merged, 1.0)] if prev_merged else []
+            sums = {k: v.clone() for k, v in prev_exact.items()}
+            for device_id, w in live:
+                for key, sketch in got[device_id].delta.items():
+                    parts.append(({key: sketch}, w / totals[key]))
+                for key, value in self.sessions[device_id].state.items():
+                    change = (value.detach().to(torch.float32) - base[key]) * (w / totals[key])
+                    sums[key] = sums[key] + change if key in sums else change
+            merged[cluster] = weighted_sum(parts) if parts else {}
+            exact[cluster] = sums
+            model = apply_sketches(self.start, merged[cluster], self.sketch)
+            for key, value in sums.items():
+                model[key] = model[key] + value
+            models[cluster] = model
         for device_id in list(self.sessions):
             if device_id in got:
                 self.sessions[device_id].load(models[self.cluster(device_id)])
             else:
                 del self.sessions[device_id]
         self.models[edge_round] = models
+        self.merged[edge_round] = merged
+        self.exact[edge_round] = exact
         return models
 
     def device_model(self, device_id: str, edge_round: int, keys: Sequence[str]) -> AdapterState:
         """The part of its cluster's aggregated model a device needs (its head/tail keys)."""
+        models = self._aggregated(device_id, edge_round)
+        return select(models[self.cluster(device_id)], keys)
+
+    def device_broadcast(
+        self, device_id: str, edge_round: int, keys: Sequence[str]
+    ) -> tuple[SketchedState, AdapterState]:
+        """What a device receives after ``edge_round``: (merged sketches, full values).
+
+        A key whose cluster update is purely sketched travels as the cluster's merged sketch
+        (the device adds its decode to the round's start, exactly as the edge did); a key that
+        an edge body also trained (mixed cuts) travels as its full value.
+        """
+        self._aggregated(device_id, edge_round)
+        cluster = self.cluster(device_id)
+        merged, exact = self.merged[edge_round][cluster], self.exact[edge_round][cluster]
+        model = self.models[edge_round][cluster]
+        sketches = {k: merged[k] for k in keys if k in merged and k not in exact}
+        values = {k: model[k] for k in keys if k not in sketches}
+        return sketches, values
+
+    def _aggregated(self, device_id: str, edge_round: int) -> dict[int, AdapterState]:
         if edge_round not in self.models:
             raise ConflictError(f"edge round {edge_round} is not aggregated yet")
         models = self.models[edge_round]
-        cluster = self.cluster(device_id)
-        if cluster not in models:
+        if self.cluster(device_id) not in models:
             raise ConflictError(f"device {device_id} took no part in edge round {edge_round}")
-        return select(models[cluster], keys)
+        return models
 
-    def final_model(self) -> tuple[AdapterState, int, float]:
-        """The edge model for the cloud: (model, examples, weight) of the last edge round.
-
-        The model is the weight-weighted mean of the cluster models, the weight their total
-        (linear aggregation, so the cloud's mean over edges equals the mean over all clusters).
-        A weight of 0 (every device quarantined) tells the cloud to leave this edge out.
-        """
+    def _final_weights(self) -> tuple[int, dict[int, float], int]:
         if not self.models:
             raise ConflictError(f"round {self.round_index}: nothing aggregated")
         last = max(self.models)
         got = self.submissions[last]
         totals: dict[int, float] = {}
         for device_id in got:
-            totals[self.cluster(device_id)] = totals.get(self.cluster(device_id), 0.0) + self.weight(
-                device_id
-            )
-        models = self.models[last]
-        pairs = [(models[c], totals.get(c, 0.0)) for c in sorted(models)]
-        examples = sum(s.num_examples for s in got.values())
-        return weighted_mean(pairs), examples, sum(w for _, w in pairs)
+            cluster = self.cluster(device_id)
+            totals[cluster] = totals.get(cluster, 0.0) + self.weight(device_id)
+        return last, totals, sum(s.num_examples for s in got.values())
+
+    def final_update(self) -> tuple[SketchedState, AdapterState, int, float]:
+        """The edge's contribution for the cloud: (sketch part, exact part, examples, weight).
+
+        The edge model is ``start + decode(sketch part) + exact part`` where the parts are the
+        weight-weighted means of the cluster parts (linear, so the cloud's merge over edges
+        equals the merge over all clusters). The sender sketches the exact (edge-held) part
+        itself before uploading. A weight of 0 (every device quarantined) tells the cloud to
+        leave this edge out.
+        """
+        last, totals, examples = self._final_weights()
+        weight = sum(totals.get(c, 0.0) for c in self.models[last])
+        if weight <= 0:
+            return {}, {}, examples, 0.0
+        parts: list[tuple[Mapping[str, CountSketch], float]] = []
+        exact: AdapterState = {}
+        for cluster in sorted(self.models[last]):
+            share = totals.get(cluster, 0.0) / weight
+            if share == 0:
+                continue
+            if self.merged[last][cluster]:
+                parts.append((self.merged[last][cluster], share))
+            for key, value in self.exact[last][cluster].items():
+                exact[key] = exact[key] + value * share if key in exact else value * share
+        return (weighted_sum(parts) if parts else {}), exact, examples, weight
+
+    def final_model(self) -> tuple[AdapterState, int, float]:
+        """The edge model itself: (model, examples, weight) — what :meth:`final_update` encodes."""
+        sketches, exact, examples, weight = self.final_update()
+        model = apply_sketches(self.start, sketches, self.sketch)
+        for key, value in exact.items():
+            model[key] = model[key] + value
+        return model, examples, weight
 
 
 def aggregate_edges(
-    models: Mapping[str, tuple[Mapping[str, torch.Tensor], float]], fallback: AdapterState | None = None
-) -> AdapterState:
-    """Cloud aggregation: weighted mean of edge models, in sorted edge-id order.
+    uploads: Mapping[str, tuple[Mapping[str, CountSketch], float]],
+    start: Mapping[str, torch.Tensor],
+    params: SketchParams,
+) -> tuple[AdapterState, SketchedState]:
+    """Cloud aggregation: (new global model, merged global delta sketch).
 
-    Edges of weight 0 are left out; when every edge weighs 0 (all devices quarantined) the
-    ``fallback`` (the previous global model) is kept, or ConflictError without one.
+    The merged sketch is Σ_e (w_e / Σw) · sketch_e in sorted edge-id order (a key an edge does
+    not send counts as an unchanged key of that edge); the new model is ``start`` plus its
+    decode, which every node holding ``start`` reproduces from the merged sketch. Edges of
+    weight 0 are left out; when every edge weighs 0 (all devices quarantined) ``start`` is kept
+    with an empty delta. ConflictError when there is no upload at all.
     """
-    weighted = {e: m for e, m in models.items() if m[1] > 0}
+    if not uploads:
+        raise ConflictError("no edge model to aggregate")
+    weighted = {e: u for e, u in uploads.items() if u[1] > 0}
     if not weighted:
-        if fallback is not None and models:
-            return dict(fallback)
-        raise ConflictError("no edge model with a positive weight to aggregate")
-    return weighted_mean([(dict(weighted[e][0]), weighted[e][1]) for e in sorted(weighted)])
+        return {k: v.detach().to(torch.float32).clone() for k, v in start.items()}, {}
+    total = sum(w for _, w in weighted.values())
+    parts = [(weighted[e][0], weighted[e][1] / total) for e in sorted(weighted) if weighted[e][0]]
+    merged = weighted_sum(parts) if parts else {}
+    return apply_sketches(start, merged, params), merged

@@ -36,8 +36,16 @@ from elsa.runtime.control import (
     probe_message,
     probe_result,
 )
+from elsa.runtime.exchange import (
+    DeltaSender,
+    broadcast_message,
+    read_broadcast,
+    read_update,
+    update_message,
+)
 from elsa.runtime.memory import limit_heap_retention
 from elsa.runtime.nodes import DeviceData, DeviceNode
+from elsa.runtime.privacy import RunPrivacy, derived_seed
 from elsa.runtime.probing import load_probes, probe_report, public_basis
 from elsa.runtime.profile import emulated_profiles, measure_block_step_s, model_profile
 from elsa.runtime.rounds import EdgeRound, aggregate_edges
@@ -50,9 +58,10 @@ from elsa.runtime.transport import (
     PROBE_REPORTS,
     ByteCounter,
     InMemoryCutLink,
-    ship_adapter,
+    ship,
 )
-from elsa.wire import ProbeReport, decode, encode
+from elsa.sketch import SketchedState, weighted_sum
+from elsa.wire import AdapterBroadcast, ProbeReport
 
 #: progress callback: (event name, fields)
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -143,14 +152,22 @@ def load_run_model(config: RunConfig, num_labels: int | None) -> SplitModel:
 
 
 def make_device(
-    config: RunConfig, model: SplitModel, index: int, part: TextDataset, start: AdapterState
+    config: RunConfig,
+    model: SplitModel,
+    index: int,
+    part: TextDataset,
+    start: AdapterState,
+    privacy: RunPrivacy | None = None,
 ) -> DeviceNode:
-    """The device with partition ``index``: tokenised data, steppers and its batch RNG."""
+    """The device with partition ``index``: tokenised data, steppers, its batch RNG, its update
+    sender (sketch + error feedback) and, with ``privacy``, the SS-OP of its cut."""
     segments = model.segments(config.split_params())
     data = tokenise_dataset(model.task_model, part, config.train.max_length)
     if index in config.faults.label_flip and model.task_model.num_labels:
         data.labels = (data.labels + 1) % model.task_model.num_labels
-    stepper = DeviceStepper.create(segments.head, segments.tail, start, config.train_params())
+    outgoing = privacy.noise(segments.split.head_blocks, index) if privacy is not None else None
+    stepper = DeviceStepper.create(segments.head, segments.tail, start, config.train_params(), outgoing)
+    reproducible = config.privacy.noise_seed == "run"
     return DeviceNode(
         device_name(index),
         data,
@@ -158,6 +175,7 @@ def make_device(
         stepper,
         np.random.default_rng([config.seed, index]),
         noise_scale=config.faults.noise_scale if index in config.faults.noise else 0.0,
+        sender=DeltaSender(config, derived_seed(config.seed, index, 1) if reproducible else None),
     )
 
 
@@ -182,6 +200,7 @@ class Simulation:
         basis: np.ndarray,
         profiles: dict[str, DeviceProfile],
         model: ModelProfile,
+        privacy: RunPrivacy,
     ) -> None:
         self.config = config
         self.split_model = split_model
@@ -191,6 +210,11 @@ class Simulation:
         self.run_id = run_id
         self.counter = counter
         self.global_state = split_model.initial_state()
+        #: the global model before the last aggregation and the merged sketch that updated it
+        self.previous_global = self.global_state
+        self.global_delta: SketchedState | None = None
+        self.edge_senders = {e: DeltaSender(config, perturb=False) for e in edges}
+        self.privacy = privacy
         self.control = ControlPlane(config)
         self.probes = probes
         self.basis = basis
@@ -214,10 +238,11 @@ class Simulation:
         parts, test_ds = prepare_data(config, dataset)
         split_model = load_run_model(config, test_ds.num_classes)
         start = split_model.initial_state()
-        devices = [make_device(config, split_model, i, part, start) for i, part in enumerate(parts)]
+        probes = load_probes(split_model, config)
+        privacy = RunPrivacy(split_model, probes, config)
+        devices = [make_device(config, split_model, i, part, start, privacy) for i, part in enumerate(parts)]
         edges = [f"edge-{e}" for e in range(config.topology.edges)]
         test_data = tokenise_dataset(split_model.task_model, test_ds, config.train.max_length)
-        probes = load_probes(split_model, config)
         basis = public_basis(split_model, devices[0], probes, config)
         block_s = measure_block_step_s(split_model, config)
         profiles = emulated_profiles(config, [d.device_id for d in devices], edges, block_s)
@@ -234,6 +259,7 @@ class Simulation:
             basis,
             profiles,
             model,
+            privacy,
         )
         sim.edge_block_step_s = block_s / config.control.edge_speedup
         return sim
@@ -249,25 +275,19 @@ class Simulation:
             d.labels,
         )
 
-    def _ship(
-        self,
-        state: AdapterState,
-        node_id: str,
-        round_index: int,
-        n: int,
-        kind: str,
-        weight: float | None = None,
-    ) -> tuple[AdapterState, float]:
-        return ship_adapter(
-            state,
-            node_id=node_id,
+    def _global_broadcast(self, cloud_round: int, kind: str) -> AdapterState:
+        """The round's start model as a node receives it: the merged sketch of the last cloud
+        aggregation applied to the previous global model (round 1: the initial adapter)."""
+        version = cloud_round - 1
+        message = broadcast_message(
             run_id=self.run_id,
-            round_index=round_index,
-            num_examples=n,
-            kind=kind,
-            counter=self.counter,
-            weight=weight,
+            round_index=version,
+            version=version,
+            sketches=self.global_delta,
+            base_version=version - 1,
         )
+        got = ship(message, kind, self.counter)
+        return read_broadcast(got, self.previous_global, self.config.sketch_params(), self.config.seed)
 
     def plan_round(self) -> dict[str, list[DeviceNode]]:
         """Assignment and split plans for the next cloud round (DESIGN §2.2, §2.6)."""
@@ -284,17 +304,18 @@ class Simulation:
                 self.edge_block_step_s,
             )
             if split != device.segments.split:
-                device.resplit(self.split_model.segments(split), self.global_state, train)
+                index = self.devices.index(device)
+                outgoing = self.privacy.noise(split.head_blocks, index)
+                device.resplit(self.split_model.segments(split), self.global_state, train, outgoing)
             members[assignment[device.device_id]].append(device)
         return {e: m for e, m in members.items() if m}
 
     def _ship_probes(self, result: ProbeResult, node_id: str, round_index: int) -> ProbeResult:
         """A probe report through the wire codec, exactly as a device agent sends it."""
-        data = encode(probe_message(result, node_id, self.run_id, round_index))
-        self.counter.add(PROBE_REPORTS, len(data))
-        return probe_result(
-            decode(data, ProbeReport), self.config.control.num_probes, self.config.control.basis_dim
+        got: ProbeReport = ship(
+            probe_message(result, node_id, self.run_id, round_index), PROBE_REPORTS, self.counter
         )
+        return probe_result(got, self.config.control.num_probes, self.config.control.basis_dim)
 
     def run_cloud_round(self, cloud_round: int, emit: EventSink) -> tuple[list[float], float]:
         """One cloud round (DESIGN §2). Returns the losses and the emulated communication time.
@@ -312,22 +333,21 @@ class Simulation:
         losses: list[float] = []
         rounds: dict[str, EdgeRound] = {}
         links: dict[str, list[InMemoryCutLink]] = {}
+        params, seed = self.config.sketch_params(), self.config.seed
         for edge_id, members in edges.items():
-            received, _ = self._ship(self.global_state, "cloud", cloud_round, 0, CLOUD_TO_EDGE)
             er = EdgeRound(
                 self.run_id,
                 cloud_round,
                 tuple(d.device_id for d in members),
-                received,
+                self._global_broadcast(cloud_round, CLOUD_TO_EDGE),
                 train,
                 clusters={d.device_id: self.control.cluster_of(d.device_id) for d in members},
                 trust={d.device_id: self.control.weight(d.device_id, 1) for d in members},
+                sketch=params,
+                seed=seed,
             )
             for device in members:
-                down, _ = self._ship(
-                    select(self.global_state, device.keys), "cloud", cloud_round, 0, CLOUD_TO_DEVICE
-                )
-                device.load_model(down)
+                device.start_round(self._global_broadcast(cloud_round, CLOUD_TO_DEVICE))
                 session = er.open_session(device.device_id, device.segments)
                 link = self.profiles[device.device_id].links[edge_id]
                 device.link = InMemoryCutLink(
@@ -353,10 +373,16 @@ class Simulation:
                             device, self.probes, self.basis, self.config, fingerprint=fingerprint
                         )
                         reports[device.device_id] = self._ship_probes(result, device.device_id, cloud_round)
-                    up, _ = self._ship(
-                        device.stepper.state, device.device_id, cloud_round, device.num_examples, ADAPTERS_UP
+                    message = update_message(
+                        device.make_update(cloud_round),
+                        node_id=device.device_id,
+                        run_id=self.run_id,
+                        round_index=cloud_round,
+                        num_examples=device.num_examples,
                     )
-                    er.submit(device.device_id, edge_round, up, device.num_examples)
+                    got = ship(message, ADAPTERS_UP, self.counter)
+                    delta = read_update(got, er.start, self.config, keys=device.keys)
+                    er.submit(device.device_id, edge_round, delta, got.num_examples)
                     emit(
                         "device_trained",
                         {
@@ -368,24 +394,49 @@ class Simulation:
                     )
                 er.aggregate(edge_round)
                 for device in members:
-                    down, _ = self._ship(
-                        er.device_model(device.device_id, edge_round, device.keys),
-                        edge_id,
-                        cloud_round,
-                        0,
+                    sketches, values = er.device_broadcast(device.device_id, edge_round, device.keys)
+                    down: AdapterBroadcast = ship(
+                        broadcast_message(
+                            run_id=self.run_id,
+                            round_index=cloud_round,
+                            version=edge_round,
+                            sketches=sketches,
+                            values=values,
+                            base_version=cloud_round - 1,
+                        ),
                         ADAPTERS_DOWN,
+                        self.counter,
                     )
-                    device.load_model(down)
+                    model = read_broadcast(down, device.round_start, params, seed)
+                    device.load_model(select(model, device.keys))
             emit("edge_round_done", {"cloud_round": cloud_round, "edge_round": edge_round + 1})
-        uploads: dict[str, tuple[AdapterState, float]] = {}
+        uploads: dict[str, tuple[SketchedState, float]] = {}
         for edge_id, er in rounds.items():
-            model, examples, weight = er.final_model()
-            uploads[edge_id] = self._ship(model, edge_id, cloud_round, examples, EDGE_TO_CLOUD, weight)
-        self.global_state = aggregate_edges(uploads, fallback=self.global_state)
+            uploads[edge_id] = self._upload_edge(edge_id, er)
+        self.previous_global = self.global_state
+        self.global_state, self.global_delta = aggregate_edges(uploads, self.global_state, params)
         observed = self.control.observe(reports)
         emit("control", {"cloud_round": cloud_round, **asdict(observed)})
         comm_s = max(sum(link.emulated_s for link in group) for group in links.values())
         return losses, comm_s
+
+    def _upload_edge(self, edge_id: str, er: EdgeRound) -> tuple[SketchedState, float]:
+        """An edge's upload as the cloud receives it: its merged cluster sketches plus the
+        sketch (with the edge's error feedback) of its body deltas."""
+        merged, exact, examples, weight = er.final_update()
+        parts = [(merged, 1.0)] if merged else []
+        if exact:
+            parts.append((self.edge_senders[edge_id].compress(exact, er.round_index), 1.0))
+        message = update_message(
+            weighted_sum(parts) if parts else {},
+            node_id=edge_id,
+            run_id=self.run_id,
+            round_index=er.round_index,
+            num_examples=examples,
+            weight=weight,
+        )
+        got = ship(message, EDGE_TO_CLOUD, self.counter)
+        return read_update(got, self.global_state, self.config), got.aggregation_weight
 
     def run(self, on_event: EventSink | None = None) -> RunResult:
         """Run every cloud round; ``on_event`` receives progress events. Returns the result."""

@@ -8,16 +8,14 @@ limits, validation) and counts the bytes that would have crossed the network.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import torch
 
-from elsa.model.adapters import AdapterState
 from elsa.params import TransportParams
 from elsa.wire import (
-    AdapterUpdate,
+    DEFAULT_MAX_MESSAGE_BYTES,
     BackwardRequest,
     BackwardResponse,
     ForwardRequest,
@@ -26,8 +24,6 @@ from elsa.wire import (
     decode,
     encode,
     from_payload,
-    payloads_to_state,
-    state_to_payloads,
     to_payload,
 )
 
@@ -126,33 +122,9 @@ class InMemoryCutLink:
         return from_payload(back.grad, dtype=torch.float32)
 
 
-def ship_adapter(
-    state: Mapping[str, torch.Tensor],
-    *,
-    node_id: str,
-    run_id: str,
-    round_index: int,
-    num_examples: int,
-    kind: str,
-    counter: ByteCounter,
-    loss: float | None = None,
-    weight: float | None = None,
-) -> tuple[AdapterState, float]:
-    """Send an adapter state as an ``AdapterUpdate`` (fp32) through the codec.
-
-    Returns the decoded state as received and its aggregation weight (``weight`` if given,
-    else the example count). The input is not mutated.
-    """
-    message = AdapterUpdate(
-        node_id=node_id,
-        run_id=run_id,
-        round=round_index,
-        num_examples=num_examples,
-        tensors=state_to_payloads(state),
-        loss=loss,
-        weight=weight,
-    )
+def ship(message: M, kind: str, counter: ByteCounter, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M:
+    """Send a message through the codec as over the network: encode, count its bytes under
+    ``kind``, decode (with the same validation and size limit a service applies)."""
     data = encode(message)
     counter.add(kind, len(data))
-    got = decode(data, AdapterUpdate)
-    return payloads_to_state(got.tensors), got.aggregation_weight
+    return decode(data, type(message), max_bytes=max_bytes)

@@ -13,6 +13,7 @@ from elsa.sketch.feedback import ErrorFeedback
 from elsa.sketch.geometry import SketchGeometry, check_same_geometry, hashes, tensor_geometry
 from elsa.sketch.state import (
     SketchedState,
+    apply_sketches,
     sketch_state,
     sketches_nbytes,
     state_geometries,
@@ -20,7 +21,12 @@ from elsa.sketch.state import (
     weighted_mean,
     weighted_sum,
 )
-from elsa.sketch.wire import sketch_from_payload, sketch_to_payload
+from elsa.sketch.wire import (
+    sketch_from_payload,
+    sketch_to_payload,
+    sketches_from_payloads,
+    sketches_to_payloads,
+)
 
 __all__ = [
     "CountSketch",
@@ -29,12 +35,15 @@ __all__ = [
     "SketchGeometry",
     "SketchParams",
     "SketchedState",
+    "apply_sketches",
     "check_same_geometry",
     "hashes",
     "keep_topk",
     "sketch_from_payload",
     "sketch_state",
     "sketch_to_payload",
+    "sketches_from_payloads",
+    "sketches_to_payloads",
     "sketches_nbytes",
     "state_geometries",
     "tensor_geometry",

@@ -22,6 +22,7 @@ from elsa.sketch.geometry import SketchGeometry, check_same_geometry, tensor_geo
 
 __all__ = [
     "SketchedState",
+    "apply_sketches",
     "sketch_state",
     "sketches_nbytes",
     "state_geometries",
@@ -161,3 +162,25 @@ def weighted_mean(sketched: Sequence[tuple[Mapping[str, CountSketch], float]]) -
 def sketches_nbytes(sketches: Mapping[str, CountSketch]) -> int:
     """Total bytes of the float32 tables of a sketched state."""
     return sum(s.nbytes for s in sketches.values())
+
+
+def apply_sketches(
+    start: Mapping[str, torch.Tensor], deltas: Mapping[str, CountSketch], params: SketchParams
+) -> dict[str, torch.Tensor]:
+    """``start + decode(delta)`` per key (keys without a delta keep ``start``'s value).
+
+    What every receiver of a merged sketch computes; it is a pure function of its inputs, so
+    the aggregator and every receiver holding the same ``start`` get bit-identical tensors.
+    Raises :class:`GeometryMismatchError` for a delta of a key ``start`` lacks or of another
+    size. Returns new float32 tensors; inputs are not mutated.
+    """
+    unknown = sorted(set(deltas) - set(start))
+    if unknown:
+        raise GeometryMismatchError(f"sketched deltas for keys the model lacks: {unknown[:3]}")
+    shapes = {key: tuple(start[key].shape) for key in deltas}
+    decoded = unsketch_state(deltas, shapes, params)
+    out: dict[str, torch.Tensor] = {}
+    for key in sorted(start):
+        base = start[key].detach().to(device="cpu", dtype=torch.float32)
+        out[key] = base + decoded[key] if key in decoded else base.clone()
+    return out

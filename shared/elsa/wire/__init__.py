@@ -30,6 +30,7 @@ from elsa.wire.messages import (
     ForwardResponse,
     Message,
     ProbeReport,
+    SketchPayload,
 )
 from elsa.wire.tensors import (
     TENSOR_DTYPES,
@@ -58,6 +59,7 @@ __all__ = [
     "FrameDecoder",
     "Message",
     "ProbeReport",
+    "SketchPayload",
     "TensorPayload",
     "decode",
     "encode",

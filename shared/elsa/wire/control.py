@@ -149,6 +149,9 @@ class Task(_Model):
         default_factory=dict, description="edge: aggregation factor of each served device (0 = quarantined)"
     )
     splits: dict[str, tuple[int, int]] = Field(default_factory=dict, description="edge: each device's cut")
+    subspace_digest: str | None = Field(
+        None, description="device: digest of the SS-OP semantic subspace at its cut (null = SS-OP off)"
+    )
 
 
 class ControlView(_Model):

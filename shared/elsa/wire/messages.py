@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from elsa.wire.tensors import TensorPayload
 
@@ -25,6 +25,7 @@ __all__ = [
     "ForwardResponse",
     "Message",
     "ProbeReport",
+    "SketchPayload",
     "TensorName",
     "WireCount",
     "WireId",
@@ -107,17 +108,44 @@ class BackwardResponse(Message):
     )
 
 
+class SketchPayload(BaseModel):
+    """One count sketch on the wire (DESIGN §3): the geometry that fixes its hashes and its table.
+
+    Hashes and signs derive from (``seed``, ``round``, ``tensor``); ``rows`` x ``cols`` is the
+    table, ``length`` the flattened tensor's element count; ``dense`` marks the exact identity
+    table used for small tensors (and for every tensor when sketching is off). The receiver
+    checks every field against the geometry it expects and refuses any other (409).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rows: int = Field(ge=1, le=1024, description="Hash rows.")
+    cols: int = Field(ge=1, le=2**40, description="Buckets per row.")
+    length: int = Field(ge=1, le=2**40, description="Elements of the flattened tensor.")
+    seed: int = Field(ge=-(2**63), le=2**64 - 1, description="Run seed of the hashes.")
+    round: WireCount = Field(description="Round of the hashes.")
+    tensor: TensorName = Field(description="Adapter key of the hashes.")
+    dense: bool = Field(description="Exact identity table (rows = 1, cols = length).")
+    table: TensorPayload = Field(description="The (rows, cols) table, floating.")
+
+
 class AdapterUpdate(Message):
-    """A device's or edge's LoRA adapter (or adapter delta) sent up for aggregation."""
+    """A device's or edge's adapter *delta* sent up for aggregation, as count sketches.
+
+    ``sketches`` hold, per adapter key, the sketch of (trained − start), where start is the
+    model the sender began this exchange from: for a device, the model its edge sent for this
+    edge round (the global version of the cloud round for the first); for an edge, the global
+    version the cloud round started from. Sketches of one round merge by weighted addition.
+    """
 
     kind: ClassVar[str] = "adapter_update"
 
     node_id: WireId = Field(description="Node (device or edge) that trained this adapter.")
     run_id: WireId = Field(description="Fine-tuning run the adapter belongs to.")
-    round: WireCount = Field(description="Edge or cloud round the update is for, from 0.")
+    round: WireCount = Field(description="Cloud round the update is for, from 1.")
     num_examples: WireCount = Field(description="Training examples behind the update (aggregation weight).")
-    tensors: dict[TensorName, TensorPayload] = Field(
-        description="Adapter tensors by name keyed by global block index, e.g. "
+    sketches: dict[TensorName, SketchPayload] = Field(
+        description="Sketched adapter deltas by name keyed by global block index, e.g. "
         "'blocks.3.attention.self.query.lora_A.weight'."
     )
     loss: float | None = Field(
@@ -137,7 +165,12 @@ class AdapterUpdate(Message):
 
 
 class AdapterBroadcast(Message):
-    """Edge → devices or cloud → edges: the aggregated adapter to continue training from."""
+    """Edge → devices or cloud → nodes: the aggregated adapter to continue training from.
+
+    A key's value is ``tensors[key]`` when present, else the ``base_version`` global model's
+    value plus the decoded ``sketches[key]`` (the merged sketch of the aggregated delta, which
+    every receiver decodes exactly as the aggregator did). Keys in neither are unchanged.
+    """
 
     kind: ClassVar[str] = "adapter_broadcast"
 
@@ -145,8 +178,22 @@ class AdapterBroadcast(Message):
     round: WireCount = Field(description="Round whose aggregation produced this adapter.")
     version: WireCount = Field(description="Adapter version, increasing within the run.")
     tensors: dict[TensorName, TensorPayload] = Field(
-        description="Adapter tensors by name keyed by global block index."
+        default_factory=dict, description="Full adapter values by name keyed by global block index."
     )
+    sketches: dict[TensorName, SketchPayload] = Field(
+        default_factory=dict, description="Merged sketches of the deltas against ``base_version``."
+    )
+    base_version: WireCount | None = Field(
+        default=None, description="Global version the sketched deltas apply to (0 = initial adapter)."
+    )
+
+    @model_validator(mode="after")
+    def _sketches_need_a_base(self) -> AdapterBroadcast:
+        if self.sketches and self.base_version is None:
+            raise ValueError("sketched deltas need a base_version")
+        if set(self.sketches) & set(self.tensors):
+            raise ValueError("a key is either a full value or a sketched delta, not both")
+        return self
 
 
 class ProbeReport(Message):

@@ -18,16 +18,17 @@ import psutil
 
 from elsa.errors import ElsaError, NotFoundError, UnavailableError
 from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink
-from elsa.model.adapters import select
+from elsa.model.adapters import AdapterState, select
 from elsa.model.split import SplitModel
 from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.control import probe_message
+from elsa.runtime.exchange import read_broadcast, update_message
 from elsa.runtime.nodes import DeviceData, DeviceNode, evaluate_device
+from elsa.runtime.privacy import RunPrivacy
 from elsa.runtime.probing import load_probes, probe_report, public_basis
 from elsa.runtime.profile import measure_block_step_s, model_profile
 from elsa.runtime.simulation import load_run_model, make_device, prepare_data, tokenise_dataset
-from elsa.wire import AdapterUpdate, state_to_payloads
 from elsa.wire.control import JoinRequest, LinkProbe, MetricsReport, ModelFootprint, ResourceReport, Task
 from elsa_client.settings import ClientSettings
 
@@ -44,6 +45,10 @@ class DeviceRun:
     test: DeviceData
     probes: DeviceData
     basis: np.ndarray
+    privacy: RunPrivacy
+    #: the latest global adapter version this device holds (all keys), for sketched deltas
+    global_version: int = 0
+    global_model: AdapterState = field(default_factory=dict)
 
 
 @dataclass
@@ -157,12 +162,13 @@ class DeviceAgent:
         if index >= len(parts):
             raise ElsaError(f"partition index {index} >= {len(parts)} devices of run {run_id}")
         model = load_run_model(config, config.resolved_num_labels())
-        device = make_device(config, model, index, parts[index], model.initial_state())
+        probes = load_probes(model, config)
+        privacy = RunPrivacy(model, probes, config)
+        device = make_device(config, model, index, parts[index], model.initial_state(), privacy)
         local_test = test_ds.subset(np.arange(index, len(test_ds), len(parts)))
         test = tokenise_dataset(model.task_model, local_test, config.train.max_length)
-        probes = load_probes(model, config)
         basis = public_basis(model, device, probes, config)
-        run = DeviceRun(config, model, device, test, probes, basis)
+        run = DeviceRun(config, model, device, test, probes, basis, privacy, 0, model.initial_state())
         self.runs[run_id] = run
         self.status.examples = device.num_examples
         self._report_footprint(run_id, run)
@@ -175,6 +181,26 @@ class DeviceAgent:
         block_s = measure_block_step_s(run.model, run.config)
         footprint = ModelFootprint(run_id=run_id, **asdict(model_profile(run.model, run.config)))
         self._probe_edges(footprint, block_s)
+
+    def _global_model(self, run: DeviceRun, run_id: str, version: int) -> int:
+        """Bring ``run.global_model`` to ``version``: apply the cloud's merged sketch when this
+        device holds the version before, else download the full version. Returns bytes read."""
+        if version == run.global_version:
+            return 0
+        params, seed = run.config.sketch_params(), run.config.seed
+        if version == run.global_version + 1:
+            try:
+                message, nbytes = self.cloud.global_delta(run_id, version)
+                run.global_model = read_broadcast(message, run.global_model, params, seed)
+                run.global_version = version
+                return nbytes
+            except NotFoundError:
+                logger.info(
+                    "no sketched delta for this version; fetching it whole", extra={"version": version}
+                )
+        full, nbytes = self.cloud.global_adapter_sized(run_id, version)
+        run.global_model, run.global_version = {**run.model.initial_state(), **full}, version
+        return nbytes
 
     def _open_session(
         self, edge: EdgeClient, run_id: str, round_index: int, device_id: str, token: str
@@ -198,16 +224,16 @@ class DeviceAgent:
         if not task.edge_url or not task.session_token:
             raise ElsaError("train task without an edge or session token")
         started = time.perf_counter()
-        cloud_bytes = probe_bytes = 0
+        probe_bytes = 0
         split = SplitParams(*task.split) if task.split is not None else config.split_params()
+        run.privacy.check(split.head_blocks, task.subspace_digest)
         if split != device.segments.split:
-            device.resplit(run.model.segments(split), run.model.initial_state(), config.train_params())
-        if task.version:
-            start = self.cloud.global_adapter(run_id, task.version, keys=list(device.keys))
-            cloud_bytes = sum(int(v.numel()) * 4 for v in start.values())
-            device.load_model(select(start, device.keys))
-        else:
-            device.load_model(select(run.model.initial_state(), device.keys))
+            outgoing = run.privacy.noise(split.head_blocks, self.settings.partition_index)
+            device.resplit(
+                run.model.segments(split), run.model.initial_state(), config.train_params(), outgoing
+            )
+        cloud_bytes = self._global_model(run, run_id, task.version or 0)
+        device.start_round(run.global_model)
         edge = EdgeClient(task.edge_url, timeout_s=300.0)
         try:
             session_id = self._open_session(edge, run_id, round_index, device.device_id, task.session_token)
@@ -229,18 +255,19 @@ class DeviceAgent:
                     probe_bytes = self.cloud.upload_probes(
                         probe_message(result, device.device_id, run_id, round_index)
                     )
-                update = AdapterUpdate(
+                update = update_message(
+                    device.make_update(round_index),
                     node_id=device.device_id,
                     run_id=run_id,
-                    round=round_index,
+                    round_index=round_index,
                     num_examples=device.num_examples,
-                    tensors=state_to_payloads(device.stepper.state),
                     loss=float(np.mean(losses)),
                 )
                 edge.submit(session_id, edge_round, update)
                 self.status.phase = f"waiting for edge round {edge_round + 1}"
-                model = edge.edge_model(session_id, edge_round, 20.0, self.settings.edge_model_wait_s)
-                device.load_model(model)
+                message = edge.edge_model(session_id, edge_round, 20.0, self.settings.edge_model_wait_s)
+                model = read_broadcast(message, device.round_start, config.sketch_params(), config.seed)
+                device.load_model(select(model, device.keys))
             metrics["train_loss"] = float(np.mean(losses))
             if self.settings.evaluate:
                 self.status.phase = "evaluating"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-import torch
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
@@ -20,23 +20,21 @@ from elsa.errors import (
 from elsa.infra.web import ERROR_RESPONSES, bearer_token, msgpack_response, read_body, same_secret, token_hash
 from elsa.model.packaged import model_type_of
 from elsa.model.peft_format import peft_key
-from elsa.runtime.config import parse_config
+from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.control import probe_result
+from elsa.runtime.exchange import read_update
 from elsa.wire import (
     AdapterBroadcast,
     AdapterUpdate,
     ProbeReport,
     decode,
     encode,
-    payloads_to_state,
     state_to_payloads,
 )
 from elsa.wire.control import Ack, MetricsReport
 from elsa_cloud.deps import DeviceDep, EdgeDep, SettingsDep, StateDep
-from elsa_cloud.settings import CloudSettings
-from elsa_cloud.state import CloudState
 from elsa_cloud.workflows.coordinator import now
-from elsa_cloud.workflows.vault import global_state, version_dir
+from elsa_cloud.workflows.vault import global_state, load_delta, start_model, version_dir
 
 router = APIRouter(prefix="/v1/runs/{run_id}", tags=["adapters"], responses=ERROR_RESPONSES)
 
@@ -90,26 +88,36 @@ async def get_peft_file(
     return FileResponse(path)
 
 
-async def _check_storable(
-    state: CloudState, settings: CloudSettings, run_id: str, tensors: dict[str, torch.Tensor]
-) -> None:
-    """Refuse a model the coordinator could not store, or that would not fit the run's global
-    version (it would fail the run or every node's next round)."""
-    if not tensors:
-        raise AdapterMismatchError("the edge model holds no tensors")
-    record = await state.store.get_run(run_id)
-    if record is None:
-        raise NotFoundError(f"unknown run {run_id}")
-    latest = await state.store.latest_adapter_version(run_id)
-    if latest is not None:
-        ref = await global_state(state, settings.adapter_dir, run_id, latest.version)
-        if sorted(ref) != sorted(tensors) or any(ref[k].shape != tensors[k].shape for k in ref):
-            raise AdapterMismatchError(f"edge model keys/shapes differ from global version {latest.version}")
+@router.get(
+    "/adapters/{version}/delta",
+    summary="The merged sketch that made a version from the one before (msgpack AdapterBroadcast)",
+    responses={200: {"content": {"application/msgpack": {}}}},
+)
+async def get_adapter_delta(
+    run_id: str, version: int, request: Request, state: StateDep, settings: SettingsDep
+) -> Response:
+    """For nodes holding version ``version - 1``: apply the sketches to it to get ``version``
+    bit for bit (DESIGN §3). 404 when the version has none (e.g. written before a restart that
+    lost it): download the whole version instead."""
+    token = bearer_token(request)
+    if (
+        not same_secret(token, settings.admin_token)
+        and await state.store.node_by_token_hash(token_hash(token)) is None
+    ):
+        raise AuthError("unknown token")
+    if await state.store.get_adapter_version(run_id, version) is None:
+        raise NotFoundError(f"run {run_id} has no adapter version {version}")
+    data = await asyncio.to_thread(load_delta, settings.adapter_dir, run_id, version)
+    return msgpack_response(data)
+
+
+def _check_peft_names(config: RunConfig, keys: list[str]) -> None:
+    """Refuse keys the coordinator could not store as PEFT (it would fail the run)."""
     try:
-        model_type = model_type_of(parse_config(record.config, source=f"run {run_id}").model.name)
+        model_type = model_type_of(config.model.name)
     except ModelError:
         return  # the model is not known here; the coordinator reports that itself
-    for name in tensors:
+    for name in keys:
         peft_key(model_type, name)  # AdapterMismatchError for a key with no PEFT name
 
 
@@ -117,8 +125,9 @@ async def _check_storable(
 async def upload_edge_model(
     run_id: str, round_index: int, request: Request, edge: EdgeDep, state: StateDep, settings: SettingsDep
 ) -> Ack:
-    """msgpack ``AdapterUpdate`` from the edge itself, for the round in progress. Keys and
-    shapes must agree with the run's other models; non-finite values are rejected."""
+    """msgpack ``AdapterUpdate`` from the edge itself, for the round in progress: the sketches of
+    its model's delta from the round's start version. Every sketch must have this round's
+    geometry for its key (409 otherwise) and be finite; keys must be the run's adapter keys."""
     body = await read_body(request, settings.max_body_bytes)
     update = decode(body, AdapterUpdate, max_bytes=settings.max_body_bytes)
     if update.run_id != run_id or update.round != round_index:
@@ -128,16 +137,21 @@ async def upload_edge_model(
     key = (run_id, round_index)
     if key not in state.uploads:
         raise ConflictError(f"round {round_index} of run {run_id} is not collecting edge models")
-    tensors = payloads_to_state(update.tensors)
-    await _check_storable(state, settings, run_id, tensors)
-    reference = next(iter(state.uploads[key].values()), None)
-    if reference is not None:
-        ref = reference[0]
-        if sorted(ref) != sorted(tensors) or any(ref[k].shape != tensors[k].shape for k in ref):
-            raise AdapterMismatchError("edge model keys/shapes differ from the other edges' models")
+    record = await state.store.get_run(run_id)
+    if record is None:
+        raise NotFoundError(f"unknown run {run_id}")
+    config = parse_config(record.config, source=f"run {run_id}")
+    latest = await state.store.latest_adapter_version(run_id)
+    start = await start_model(
+        state, settings.adapter_dir, run_id, config, latest.version if latest is not None else 0
+    )
+    sketches = read_update(update, start, config)
+    if not sketches and update.aggregation_weight > 0:
+        raise AdapterMismatchError("the edge model holds no sketches")
+    _check_peft_names(config, list(sketches))
     if edge.node_id in state.uploads[key]:
         raise ConflictError(f"edge {edge.node_id} already uploaded round {round_index}")
-    state.uploads[key][edge.node_id] = (tensors, update.aggregation_weight)
+    state.uploads[key][edge.node_id] = (sketches, update.aggregation_weight)
     await state.store.record_bytes(
         run_id, round_index, edge.node_id, "adapters_edge_to_cloud", len(body), now()
     )

@@ -21,12 +21,14 @@ from elsa.infra.records import NodeRecord
 from elsa.infra.web import new_token, token_hash
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.control import ControlPlane, DeviceProfile
+from elsa.runtime.exchange import broadcast_message
 from elsa.runtime.rounds import aggregate_edges
+from elsa.wire import encode
 from elsa.wire.control import Task
 from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
 from elsa_cloud.workflows.control import device_profile, load_plane, log_observation, model_footprint, persist
-from elsa_cloud.workflows.vault import global_state, save_version
+from elsa_cloud.workflows.vault import run_model, save_delta, save_version, start_model
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +177,9 @@ class Coordinator:
                 await store.record_participation(
                     self.run_id, round_index, device_id, "device", "assigned", edge_id, now()
                 )
+        _, privacy = await run_model(self.state, self.run_id, config)
+        cuts = {h for h, _ in plans.values()}
+        digests = await asyncio.to_thread(lambda: {h: privacy.digest(h) for h in cuts})
         for device_id, edge_id in assignment.items():
             self.state.board.post(
                 device_id,
@@ -190,6 +195,7 @@ class Coordinator:
                     deadline_s=self.settings.round_deadline_s,
                     split=plans[device_by_id[device_id].name],
                     fingerprint=fingerprint,
+                    subspace_digest=digests[plans[device_by_id[device_id].name][0]],
                 ),
             )
         await self._event(
@@ -209,13 +215,6 @@ class Coordinator:
                 break
             await asyncio.sleep(0.2)
         uploads = self.state.uploads.pop(key, {})
-        fallback = (
-            await global_state(self.state, self.settings.adapter_dir, self.run_id, version)
-            if version
-            else None
-        )
-        if uploads and all(weight <= 0 for _, weight in uploads.values()) and fallback is None:
-            uploads = {}  # every device quarantined before any global version: nothing to keep
         if not uploads:
             self.state.probes.pop(key, None)
             await store.set_round_state(self.run_id, round_index, "abandoned", now())
@@ -225,10 +224,21 @@ class Coordinator:
             )
             return False
         await store.set_round_state(self.run_id, round_index, "aggregating", now())
-        aggregated = aggregate_edges(uploads, fallback=fallback)
+        start = await start_model(self.state, self.settings.adapter_dir, self.run_id, config, version)
+        aggregated, merged = aggregate_edges(uploads, start, config.sketch_params())
         folder, digest, nbytes = await asyncio.to_thread(
             save_version, self.settings.adapter_dir, self.run_id, round_index, aggregated, config
         )
+        delta = encode(
+            broadcast_message(
+                run_id=self.run_id,
+                round_index=round_index,
+                version=round_index,
+                sketches=merged,
+                base_version=version,
+            )
+        )
+        await asyncio.to_thread(save_delta, self.settings.adapter_dir, self.run_id, round_index, delta)
         await store.add_adapter_version(
             self.run_id, round_index, round_index, str(folder), digest, nbytes, now()
         )

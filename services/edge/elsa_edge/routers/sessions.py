@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from elsa.errors import AdapterMismatchError, AuthError, ConflictError, NotFoundError, TensorError
+from elsa.errors import AuthError, ConflictError, NotFoundError, TensorError
 from elsa.infra.web import (
     ERROR_RESPONSES,
     FRAMES,
@@ -23,8 +23,8 @@ from elsa.infra.web import (
     token_hash,
     wait_until,
 )
+from elsa.runtime.exchange import broadcast_message, read_update
 from elsa.wire import (
-    AdapterBroadcast,
     AdapterUpdate,
     BackwardRequest,
     BackwardResponse,
@@ -36,7 +36,6 @@ from elsa.wire import (
     encode,
     encode_frames,
     from_payload,
-    state_to_payloads,
     to_payload,
 )
 from elsa_edge.deps import CloudDep, SessionDep, SettingsDep, StateDep
@@ -208,16 +207,9 @@ async def submit_update(
             f"edge_round {edge_round} out of range (tau2 = {served.config.train.edge_rounds})"
         )
     keys = served.device_keys(session.device_id)
-    if sorted(update.tensors) != sorted(keys):
-        raise AdapterMismatchError(f"update must hold exactly the device's {len(keys)} head/tail keys")
-    reference = served.edge_round.start
-    state_in = {}
-    for key in keys:
-        state_in[key] = from_payload(
-            update.tensors[key], dtype=torch.float32, expected_shape=tuple(reference[key].shape)
-        )
+    delta = read_update(update, served.edge_round.start, served.config, keys=keys)
     with state.state_lock:
-        served.edge_round.submit(session.device_id, edge_round, state_in, update.num_examples)
+        served.edge_round.submit(session.device_id, edge_round, delta, update.num_examples)
         served.first_submit_at.setdefault(edge_round, time.monotonic())
         complete = served.edge_round.complete(edge_round)
     state.bytes_in += len(body)
@@ -238,19 +230,22 @@ async def edge_model(
     edge_round: Annotated[int, Query(ge=0)],
     wait_s: Annotated[float, Query(ge=0, le=120)] = 20.0,
 ) -> Response:
-    """``AdapterBroadcast`` of the device's head/tail keys once the edge round is aggregated."""
+    """``AdapterBroadcast`` of the device's head/tail keys once the edge round is aggregated:
+    its cluster's merged sketches (deltas on the round's start version) or full values."""
     session, served = ctx
     ready = await wait_until(lambda: edge_round in served.edge_round.models, wait_s)
     if not ready:
         return Response(status_code=204)
-    state_out = served.edge_round.device_model(
+    sketches, values = served.edge_round.device_broadcast(
         session.device_id, edge_round, served.device_keys(session.device_id)
     )
-    message = AdapterBroadcast(
+    message = broadcast_message(
         run_id=session.run_id,
-        round=session.round_index,
+        round_index=session.round_index,
         version=edge_round,
-        tensors=state_to_payloads(state_out),
+        sketches=sketches,
+        values=values,
+        base_version=served.version,
     )
     data = encode(message)
     state.bytes_out += len(data)

@@ -8,14 +8,17 @@ import threading
 import time
 from typing import Any
 
-from elsa.errors import ElsaError, UnavailableError
+from elsa.errors import ElsaError, NotFoundError, UnavailableError
 from elsa.infra.http import CloudClient
+from elsa.model.adapters import AdapterState
+from elsa.model.split import SplitModel
 from elsa.params import SplitParams
-from elsa.runtime.config import parse_config
+from elsa.runtime.config import RunConfig, parse_config
+from elsa.runtime.exchange import DeltaSender, read_broadcast, update_message
 from elsa.runtime.profile import measure_block_step_s
 from elsa.runtime.rounds import EdgeRound
 from elsa.runtime.simulation import load_run_model
-from elsa.wire import AdapterUpdate, state_to_payloads
+from elsa.sketch import weighted_sum
 from elsa.wire.control import JoinRequest, ResourceReport, Task
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState, ServedRound
@@ -85,6 +88,8 @@ class EdgeWorker:
                 self.state.rounds.pop(run_id, None)
                 self.state.previous.pop(run_id, None)
                 self.state.models.pop(run_id, None)
+                self.state.globals.pop(run_id, None)
+                self.state.senders.pop(run_id, None)
                 for sid in [s for s, v in self.state.sessions.items() if v.run_id == run_id]:
                     del self.state.sessions[sid]
 
@@ -98,9 +103,8 @@ class EdgeWorker:
                 block_s = measure_block_step_s(model, config)
             self.state.models[run_id] = model
             self.report_block_step(block_s)
-        start = model.initial_state()
-        if task.version:
-            start.update(self.cloud.global_adapter(run_id, task.version))
+        version = task.version or 0
+        start = self.global_model(run_id, config, model, version)
         edge_round = EdgeRound(
             run_id,
             round_index,
@@ -109,6 +113,8 @@ class EdgeWorker:
             config.train_params(),
             clusters=dict(task.clusters),
             trust=dict(task.trust),
+            sketch=config.sketch_params(),
+            seed=config.seed,
         )
         splits = {d: SplitParams(head_blocks=h, tail_blocks=t) for d, (h, t) in task.splits.items()}
         for split in splits.values():
@@ -120,8 +126,15 @@ class EdgeWorker:
             if current is not None:
                 self.state.previous[run_id] = current
             self.state.rounds[run_id] = ServedRound(
-                config, model, edge_round, dict(task.session_token_hashes), time.monotonic(), splits=splits
+                config,
+                model,
+                edge_round,
+                dict(task.session_token_hashes),
+                time.monotonic(),
+                splits=splits,
+                version=version,
             )
+            self.state.senders.setdefault(run_id, DeltaSender(config, perturb=False))
             keep = {round_index, current.edge_round.round_index if current else round_index}
             for sid in [
                 s for s, v in self.state.sessions.items() if v.run_id == run_id and v.round_index not in keep
@@ -130,6 +143,24 @@ class EdgeWorker:
         logger.info(
             "serving round", extra={"run_id": run_id, "round": round_index, "devices": len(task.devices)}
         )
+
+    def global_model(self, run_id: str, config: RunConfig, model: SplitModel, version: int) -> AdapterState:
+        """The global adapter ``version`` of a run (every key): the held version plus the cloud's
+        merged sketch when this edge holds the version before, else downloaded whole."""
+        held_version, held = self.state.globals.get(run_id, (0, model.initial_state()))
+        if version != held_version:
+            fetched = None
+            if version == held_version + 1:
+                try:
+                    message, _ = self.cloud.global_delta(run_id, version)
+                    fetched = read_broadcast(message, held, config.sketch_params(), config.seed)
+                except NotFoundError:
+                    logger.info("no sketched delta; fetching the version whole", extra={"version": version})
+            if fetched is None:
+                fetched = {**model.initial_state(), **self.cloud.global_adapter(run_id, version)}
+            held_version, held = version, fetched
+            self.state.globals[run_id] = (held_version, held)
+        return {k: v.clone() for k, v in held.items()}
 
     def report_block_step(self, block_s: float) -> None:
         """Tell the cloud this edge's per-block step time, for split planning (DESIGN §2.2)."""
@@ -201,15 +232,19 @@ def try_upload(state: EdgeState, cloud: CloudClient, served: ServedRound) -> Non
 
 
 def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound) -> None:
-    """Send the final edge model of the round (fp32 adapter message) to the cloud."""
-    model, total, weight = served.edge_round.final_model()
-    update = AdapterUpdate(
+    """Send the round's edge model to the cloud: the merged sketches of its clusters plus the
+    sketch (with this edge's error feedback) of its body deltas."""
+    merged, exact, total, weight = served.edge_round.final_update()
+    parts = [(merged, 1.0)] if merged else []
+    if exact:
+        sender = state.senders.setdefault(served.edge_round.run_id, DeltaSender(served.config, perturb=False))
+        parts.append((sender.compress(exact, served.edge_round.round_index), 1.0))
+    update = update_message(
+        weighted_sum(parts) if parts else {},
         node_id=state.node_id or "edge",
         run_id=served.edge_round.run_id,
-        round=served.edge_round.round_index,
+        round_index=served.edge_round.round_index,
         num_examples=total,
-        tensors=state_to_payloads(model),
-        loss=None,
         weight=weight,
     )
     state.bytes_out += cloud.upload_edge_model(
