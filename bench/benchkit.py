@@ -115,3 +115,11 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def merge_sections(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``base`` (a run config as a mapping) with each section updated by ``overrides``."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in overrides.items():
+        out[section] = {**out.get(section, {}), **values}
+    return out

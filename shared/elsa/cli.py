@@ -376,7 +376,8 @@ def attack(
         cfg.resolved_num_labels()
         console.print(
             f"[bold]ELSA attack[/] model={cfg.model.name} data={cfg.data.dataset} cut after "
-            f"{cfg.model.head_blocks} block(s), subspace rank {cfg.privacy.rank}, kappa {list(kappas)}"
+            f"{cfg.model.head_blocks} block(s), subspace rank {cfg.privacy.rank}, wire {cfg.transport.dtype}, "
+            f"kappa {list(kappas)}"
         )
         t0 = time.perf_counter()
         with console.status("loading model and texts ...") as status:

@@ -19,7 +19,7 @@ from .support import bearer, serve
 
 JOIN_SECRET = "test-join-secret"
 ADMIN_TOKEN = "test-admin-token"
-MAX_BODY = 64 * 1024
+MAX_BODY = 512 * 1024
 
 
 def run_config(**train: int) -> dict[str, Any]:

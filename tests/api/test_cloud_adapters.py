@@ -3,7 +3,6 @@ device reports."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import anyio
@@ -13,34 +12,59 @@ import pytest
 import torch
 
 from elsa.infra.web import token_hash
+from elsa.runtime.config import parse_config
+from elsa.runtime.exchange import read_broadcast
+from elsa.runtime.rounds import EXACT
+from elsa.sketch import (
+    apply_sketches,
+    sketch_state,
+    sketches_from_payloads,
+    sketches_to_payloads,
+    state_geometries,
+)
 from elsa.wire import AdapterBroadcast, AdapterUpdate, TensorPayload, decode, encode, from_payload, to_payload
 
 from .conftest import ADMIN_TOKEN, MAX_BODY, Cloud, Collecting, run_config, start_collecting, wait_for_task
-from .support import assert_error, bearer, tiny_split_model
+from .support import assert_error, bearer
 
 pytestmark = pytest.mark.anyio
 
 MSGPACK = {"content-type": "application/msgpack"}
 
 
-@functools.cache
-def _initial_state() -> dict[str, torch.Tensor]:
-    return tiny_split_model().initial_state()
+CONFIG = parse_config(run_config())
 
 
-def edge_state(scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """A full adapter state with real (BERT) keys, as an edge would upload it."""
-    return {k: v * scale for k, v in _initial_state().items()}
+def run_start(c: Collecting) -> dict[str, torch.Tensor]:
+    """The run's initial adapter (version 0), from the model the cloud loaded for the run."""
+    model, _ = c.cloud.app.state.cloud.models[c.run_id]
+    return model.initial_state()
 
 
-def update(c: Collecting, *, state: dict[str, torch.Tensor] | None = None, **fields: Any) -> AdapterUpdate:
-    tensors = state if state is not None else edge_state()
+def edge_delta(c: Collecting, scale: float = 0.01) -> dict[str, torch.Tensor]:
+    """A model delta over every adapter key of the run, as an edge would send it."""
+    g = torch.Generator().manual_seed(0)
+    return {k: torch.randn(v.shape, generator=g) * scale for k, v in run_start(c).items()}
+
+
+def update(
+    c: Collecting,
+    *,
+    delta: dict[str, torch.Tensor] | None = None,
+    sketch_round: int | None = None,
+    seed: int = CONFIG.seed,
+    **fields: Any,
+) -> AdapterUpdate:
+    """An edge's sketched upload (geometry of ``sketch_round``, default the update's round)."""
+    round_index = int(fields.get("round", 1))
+    changes = delta if delta is not None else edge_delta(c)
+    sketches = sketch_state(changes, CONFIG.sketch_params(), sketch_round or round_index, seed)
     values: dict[str, Any] = {
         "node_id": c.edge_id,
         "run_id": c.run_id,
         "round": 1,
         "num_examples": 10,
-        "tensors": {k: to_payload(v, "fp32") for k, v in tensors.items()},
+        "sketches": sketches_to_payloads(sketches),
         **fields,
     }
     return AdapterUpdate(**values)
@@ -86,24 +110,26 @@ async def test_a_round_hands_out_serve_and_train_tasks(collecting: Collecting) -
     assert run["state"] == "running" and run["current_round"] == 1
 
 
-def _nan_state() -> dict[str, torch.Tensor]:
-    state = edge_state()
-    key = sorted(state)[0]
-    state[key] = state[key].clone()
-    state[key].view(-1)[0] = float("nan")
-    return state
+def _with_table(c: Collecting, table: TensorPayload) -> bytes:
+    good = update(c)
+    key = sorted(good.sketches)[0]
+    bad = good.sketches[key].model_copy(update={"table": table})
+    return encode(good.model_copy(update={"sketches": {**good.sketches, key: bad}}))
+
+
+def _nan_table(c: Collecting) -> bytes:
+    shape = update(c).sketches[sorted(update(c).sketches)[0]].table.shape
+    return _with_table(c, to_payload(torch.full(tuple(shape), float("nan")), "fp32"))
 
 
 def _inconsistent_payload(c: Collecting) -> bytes:
-    good = update(c)
-    key = sorted(good.tensors)[0]
-    bad = TensorPayload.model_construct(dtype="float32", shape=(3, 3), data=b"\x00" * 8)
-    return encode(good.model_copy(update={"tensors": {**good.tensors, key: bad}}))
+    return _with_table(c, TensorPayload.model_construct(dtype="float32", shape=(3, 3), data=b"\x00" * 8))
 
 
 def _oversized(c: Collecting) -> bytes:
     big = {"blocks.0.attention.self.query.lora_A.weight": torch.zeros(MAX_BODY // 4 + 16)}
-    return encode(update(c, state=big))
+    sketches = sketch_state(big, EXACT, 1, 0)  # one dense table larger than the body limit
+    return encode(update(c).model_copy(update={"sketches": sketches_to_payloads(sketches)}))
 
 
 BAD_UPLOADS: dict[str, tuple[Any, int, str, str]] = {
@@ -117,7 +143,7 @@ BAD_UPLOADS: dict[str, tuple[Any, int, str, str]] = {
         "",
     ),
     "another message kind": (
-        lambda c: encode(AdapterBroadcast(run_id=c.run_id, round=1, version=1, tensors={})),
+        lambda c: encode(AdapterBroadcast(run_id=c.run_id, round=1, version=1)),
         400,
         "decode_error",
         "",
@@ -125,15 +151,22 @@ BAD_UPLOADS: dict[str, tuple[Any, int, str, str]] = {
     "wrong run in body": (lambda c: encode(update(c, run_id="other-run")), 409, "conflict", "run"),
     "wrong round in body": (lambda c: encode(update(c, round=2)), 409, "conflict", "round"),
     "another node's model": (lambda c: encode(update(c, node_id="edge-other")), 403, "forbidden", "own"),
-    "nan tensor": (lambda c: encode(update(c, state=_nan_state())), 422, "bad_tensor", "NaN"),
-    "inconsistent tensor": (_inconsistent_payload, 422, "bad_tensor", "bytes"),
-    "key without a PEFT name": (
-        lambda c: encode(update(c, state={**edge_state(), "weird.key": torch.zeros(2)})),
+    "nan table": (_nan_table, 422, "bad_tensor", "NaN"),
+    "inconsistent table": (_inconsistent_payload, 422, "bad_tensor", "bytes"),
+    "key the model does not have": (
+        lambda c: encode(update(c, delta={**edge_delta(c), "weird.key": torch.zeros(2)})),
         409,
         "adapter_mismatch",
         "weird.key",
     ),
-    "no tensors": (lambda c: encode(update(c, state={})), 409, "adapter_mismatch", "no tensors"),
+    "sketch of another round": (
+        lambda c: encode(update(c, sketch_round=2)),
+        409,
+        "geometry_mismatch",
+        "round",
+    ),
+    "sketch of another run seed": (lambda c: encode(update(c, seed=99)), 409, "geometry_mismatch", "seed"),
+    "no sketches": (lambda c: encode(update(c, delta={})), 409, "adapter_mismatch", "no sketches"),
     "oversized body": (_oversized, 413, "payload_too_large", "limit"),
 }
 
@@ -181,9 +214,8 @@ async def test_replay_and_mismatched_models_are_409(cloud: Cloud) -> None:
     replay = await upload(c, encode(update(c)))
     assert_error(replay, 409, "conflict", mentions="already uploaded")
     second_id, second = c.edges[1]
-    partial = {k: v for k, v in list(edge_state().items())[1:]}
-    mismatch = await upload(c, encode(update(c, node_id=second_id, state=partial)), headers=second)
-    assert_error(mismatch, 409, "adapter_mismatch")
+    mismatch = await upload(c, encode(update(c, node_id=second_id, sketch_round=7)), headers=second)
+    assert_error(mismatch, 409, "geometry_mismatch")
     uploads = cloud.app.state.cloud.uploads[(c.run_id, 1)]
     assert set(uploads) == {c.edge_id}
     rounds = (await cloud.client.get(f"/v1/runs/{c.run_id}/rounds", headers=cloud.admin)).json()
@@ -203,8 +235,20 @@ async def _wait_for_round(cloud: Cloud, run_id: str, state: str) -> list[dict[st
 
 async def test_valid_upload_commits_a_global_version(collecting: Collecting) -> None:
     cloud, run_id = collecting.cloud, collecting.run_id
-    sent = edge_state(scale=2.0)
-    body = encode(update(collecting, state=sent))
+    sent = edge_delta(collecting, scale=0.05)
+    message = update(collecting, delta=sent)
+    body = encode(message)
+    start = run_start(collecting)
+    expected = apply_sketches(
+        start,
+        sketches_from_payloads(
+            message.sketches,
+            state_geometries(
+                {k: v.numel() for k, v in start.items()}, CONFIG.sketch_params(), 1, CONFIG.seed
+            ),
+        ),
+        CONFIG.sketch_params(),
+    )
     ack = await upload(collecting, body)
     assert ack.status_code == 200 and ack.json() == {"ok": True, "detail": ""}
 
@@ -218,8 +262,20 @@ async def test_valid_upload_commits_a_global_version(collecting: Collecting) -> 
     broadcast = decode(got.content, AdapterBroadcast)
     assert broadcast.run_id == run_id and broadcast.version == 1
     assert sorted(broadcast.tensors) == sorted(sent)
-    for key, tensor in sent.items():
-        torch.testing.assert_close(from_payload(broadcast.tensors[key], dtype=torch.float32), tensor)
+    for key, tensor in expected.items():
+        assert torch.equal(from_payload(broadcast.tensors[key], dtype=torch.float32), tensor), key
+    # nodes holding version 0 rebuild version 1 bit for bit from the merged sketch
+    delta = await cloud.client.get(f"/v1/runs/{run_id}/adapters/1/delta", headers=collecting.device)
+    assert delta.status_code == 200 and len(delta.content) < len(got.content) / 4
+    rebuilt = read_broadcast(
+        decode(delta.content, AdapterBroadcast), start, CONFIG.sketch_params(), CONFIG.seed
+    )
+    assert all(torch.equal(rebuilt[k], expected[k]) for k in expected)
+    assert_error(
+        await cloud.client.get(f"/v1/runs/{run_id}/adapters/2/delta", headers=collecting.edge),
+        404,
+        "not_found",
+    )
 
     key = sorted(sent)[0]
     subset = await cloud.client.get(
@@ -273,13 +329,12 @@ async def test_model_that_does_not_fit_the_global_version_is_409(cloud: Cloud) -
     await wait_for_task(cloud, device, "train", run_id, 2)
     uploads = cloud.app.state.cloud.uploads
     before = await cloud.snapshot(run_id)
-    state = edge_state()
-    key = sorted(state)[0]
-    reshaped = {**state, key: state[key].reshape(-1)}
-    missing = {k: v for k, v in state.items() if k != key}
-    for tensors in (reshaped, missing):
-        response = await upload(c, encode(update(c, round=2, state=tensors)), round_index=2)
-        assert_error(response, 409, "adapter_mismatch", mentions="global version 1")
+    delta = edge_delta(c)
+    key = sorted(delta)[0]
+    resized = {**delta, key: torch.zeros(delta[key].numel() + 1)}
+    for wrong in (update(c, round=2, delta=resized), update(c, round=2, sketch_round=1)):
+        response = await upload(c, encode(wrong), round_index=2)
+        assert_error(response, 409, "geometry_mismatch", mentions=key)
     assert uploads[(run_id, 2)] == {}
     assert await cloud.snapshot(run_id) == before
     assert (await upload(c, encode(update(c, round=2)), round_index=2)).status_code == 200

@@ -6,8 +6,9 @@ BBC News as the private text. Without SS-OP the nearest word embedding names eve
 strong κ that attack collapses, while the adaptive attackers keep what SS-OP never touches
 (the kept subspace) — both facts are asserted.
 
-Measured on 2 busy CPU cores with one torch thread: about 30 s for the MiniLM part (model
-load, 300 public / 30 private texts, two κ values with a small MLP), a few seconds for the rest.
+Measured on 2 busy CPU cores with one torch thread: about 20 s for the MiniLM part (model
+load, 300 public / 30 private texts, two κ values with a small MLP), a few seconds for the rest
+(27 s for the module while another job was running).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from elsa.runtime.attack_study import (
     cut_inputs,
     prepare_attack_study,
     study_kappas,
+    transmitted,
 )
 from elsa.runtime.config import RunConfig, parse_config
 
@@ -265,6 +267,19 @@ def test_study_kappas_default_includes_the_configs_kappa() -> None:
         study_kappas(config, [0.0, -2.0])
 
 
+def test_transmitted_rows_are_ssop_then_the_wire_dtype() -> None:
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(8, 2, generator=g))
+    x = torch.randn(5, 8, generator=g)
+    assert torch.equal(transmitted("fp32")(x, u, 0.0, torch.Generator()), x)
+    half = transmitted("fp16")(x, u, 2.0, torch.Generator().manual_seed(1))
+    expected = ssop_perturb(x, u, 2.0, torch.Generator().manual_seed(1)).half().float()
+    assert half.dtype == torch.float32
+    assert torch.equal(half, expected)
+    with pytest.raises(ConfigError):
+        transmitted("int8")
+
+
 def test_cli_attack_rejects_a_bad_config_before_loading_anything(tmp_path: Path) -> None:
     from elsa.cli import app
 
@@ -327,8 +342,8 @@ def test_nearest_neighbour_names_nearly_every_token_without_ssop(
 
 @pytest.mark.slow
 def test_learned_inversions_have_power_without_ssop(minilm_rows: dict[tuple[float, str], AttackRow]) -> None:
-    assert minilm_rows[0.0, "lsq"].top1 >= 0.9
-    assert minilm_rows[0.0, "mlp"].top1 >= 0.7
+    assert minilm_rows[0.0, "lsq"].top1 >= 0.95
+    assert minilm_rows[0.0, "mlp"].top1 >= 0.9
 
 
 @pytest.mark.slow
@@ -344,8 +359,10 @@ def test_the_kept_subspace_still_leaks_at_strong_kappa(
     minilm_rows: dict[tuple[float, str], AttackRow],
 ) -> None:
     """Honest floor: SS-OP leaves x U untouched, and a linear map of those 16 numbers alone names
-    far more tokens than chance (1 / 30522) at any κ; the adaptive attacker beats NN there."""
+    far more tokens than chance (1 / 30522) at any κ; the adaptive attackers beat NN there
+    (measured: NN 0.001, ridge 0.19, MLP 0.22, ridge on x U alone 0.19 top-1 at κ = 16)."""
     floor = minilm_rows[STRONG_KAPPA, "lsq_u"]
-    assert floor.top1 >= 0.05
-    assert minilm_rows[STRONG_KAPPA, "lsq"].top1 > minilm_rows[STRONG_KAPPA, "nn"].top1
+    assert floor.top1 >= 0.1
+    for learned in ("lsq", "mlp"):
+        assert minilm_rows[STRONG_KAPPA, learned].top1 > minilm_rows[STRONG_KAPPA, "nn"].top1 + 0.1
     assert minilm_rows[STRONG_KAPPA, "lsq"].top1 < minilm_rows[0.0, "lsq"].top1

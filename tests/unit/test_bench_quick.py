@@ -328,3 +328,27 @@ def test_render_readme_fills_control_plane_blocks(
     assert f"**{final:.3f}**" in text
     check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout
+
+
+def test_privacy_attacks_quick(tmp_path: Path) -> None:
+    r = _run_quick_one_thread("privacy_attacks.py", tmp_path / "privacy_attacks.json")
+    _check_machine(r)
+    p = r["params"]
+    assert p["quick"] is True
+    cuts = [{"head_blocks": c["head_blocks"], "rank": c["rank"]} for c in r["results"]]
+    assert cuts == p["cuts"]
+    for cut in r["results"]:
+        assert cut["private_tokens"] > 0
+        assert cut["public_tokens"] > 0
+        assert [(row["kappa"], row["attack"]) for row in cut["rows"]] == [
+            (k, a) for k in p["kappas"] for a in p["attacks"]
+        ]
+        for row in cut["rows"]:
+            assert 0.0 <= row["top1"] <= row["top5"] <= 1.0
+            assert row["n"] == cut["private_tokens"]
+        by = {(row["kappa"], row["attack"]): row for row in cut["rows"]}
+        # without SS-OP the nearest word embedding names (nearly) every token at the first cut
+        assert by[0.0, "nn"]["top1"] >= 0.9
+        assert by[max(p["kappas"]), "nn"]["top1"] < 0.5 * by[0.0, "nn"]["top1"]
+        summary = r["summary"][f"h{cut['head_blocks']}_r{cut['rank']}"]
+        assert summary["per_kappa"]["0.0"]["best_top1"] >= by[0.0, "nn"]["top1"]

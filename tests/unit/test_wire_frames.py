@@ -17,11 +17,13 @@ from test_wire_strategies import messages
 from elsa.errors import ConfigError, DecodeError, PayloadTooLargeError, TensorError
 from elsa.params import TransportParams
 from elsa.wire import (
+    AdapterBroadcast,
     AdapterUpdate,
     ErrorMessage,
     ForwardRequest,
     FrameDecoder,
     Message,
+    SketchPayload,
     TensorPayload,
     encode_frames,
     frames_nbytes,
@@ -32,6 +34,14 @@ from elsa.wire import (
 def _payload(n: int, dtype: str = "float32") -> TensorPayload:
     arr = np.arange(n, dtype="<f4" if dtype == "float32" else "<i8")
     return TensorPayload(dtype=dtype, shape=(n,), data=arr.tobytes())
+
+
+def _sketch(tensor: str, cols: int) -> SketchPayload:
+    """A one-row float32 sketch of ``cols`` buckets (``4 * cols`` table bytes) of ``tensor``."""
+    table = TensorPayload(dtype="float32", shape=(1, cols), data=_payload(cols).data)
+    return SketchPayload(
+        rows=1, cols=cols, length=10 * cols, seed=3, round=1, tensor=tensor, dense=False, table=table
+    )
 
 
 def _forward(n_act: int = 1000, n_mask: int = 4) -> ForwardRequest:
@@ -93,21 +103,79 @@ def test_buffers_are_numbered_in_field_order() -> None:
         run_id="r",
         round=0,
         num_examples=3,
-        tensors={"b.lora_A": _payload(100), "a.lora_B": _payload(5), "c.lora_B": _payload(200)},
+        sketches={
+            "b.lora_A": _sketch("b.lora_A", 100),
+            "a.lora_B": _sketch("a.lora_B", 5),
+            "c.lora_B": _sketch("c.lora_B", 200),
+        },
     )
     pieces = encode_frames(msg, inline_limit=64)
-    body = msgpack.unpackb(bytes(pieces[1]))["b"]["tensors"]
-    assert body["b.lora_A"]["data"] == {"$buf": 0, "n": 400}
-    assert body["a.lora_B"]["data"] == msg.tensors["a.lora_B"].data
-    assert body["c.lora_B"]["data"] == {"$buf": 1, "n": 800}
+    body = msgpack.unpackb(bytes(pieces[1]))["b"]["sketches"]
+    # Geometry stays in the header; only large tables leave it.
+    geometry = {k: v for k, v in body["b.lora_A"].items() if k != "table"}
+    assert geometry == msg.sketches["b.lora_A"].model_dump(exclude={"table"})
+    assert body["b.lora_A"]["table"]["data"] == {"$buf": 0, "n": 400}
+    assert body["b.lora_A"]["table"]["shape"] == [1, 100]
+    assert body["a.lora_B"]["table"]["data"] == msg.sketches["a.lora_B"].table.data
+    assert body["c.lora_B"]["table"]["data"] == {"$buf": 1, "n": 800}
     assert [bytes(p) for p in pieces[2:]] == [
         (400).to_bytes(4, "big"),
-        msg.tensors["b.lora_A"].data,
+        msg.sketches["b.lora_A"].table.data,
         (800).to_bytes(4, "big"),
-        msg.tensors["c.lora_B"].data,
+        msg.sketches["c.lora_B"].table.data,
     ]
+    assert isinstance(pieces[3], memoryview)
+    assert pieces[3].obj is msg.sketches["b.lora_A"].table.data  # no copy of the table
     decoder = FrameDecoder()
     assert decoder.feed(b"".join(bytes(p) for p in pieces)) == [msg]
+
+
+def test_broadcast_values_come_before_sketches() -> None:
+    msg = AdapterBroadcast(
+        run_id="r",
+        round=2,
+        version=3,
+        tensors={"z.lora_A": _payload(50), "y.lora_B": _payload(2)},
+        sketches={"a.lora_A": _sketch("a.lora_A", 30)},
+        base_version=2,
+    )
+    pieces = encode_frames(msg, inline_limit=64)
+    body = msgpack.unpackb(bytes(pieces[1]))["b"]
+    assert body["tensors"]["z.lora_A"]["data"] == {"$buf": 0, "n": 200}
+    assert body["tensors"]["y.lora_B"]["data"] == msg.tensors["y.lora_B"].data
+    assert body["sketches"]["a.lora_A"]["table"]["data"] == {"$buf": 1, "n": 120}
+    assert body["base_version"] == 2
+    assert [bytes(p) for p in pieces[3::2]] == [
+        msg.tensors["z.lora_A"].data,
+        msg.sketches["a.lora_A"].table.data,
+    ]
+    assert FrameDecoder(expected=AdapterBroadcast).feed(b"".join(bytes(p) for p in pieces)) == [msg]
+
+
+def test_a_broadcast_breaking_its_rules_is_refused_after_its_buffers() -> None:
+    sketch = _sketch("k", 30)
+    body = {
+        "run_id": "r",
+        "round": 2,
+        "version": 3,
+        "tensors": {},
+        "sketches": {
+            "k": {
+                **sketch.model_dump(exclude={"table"}),
+                "table": {"dtype": "float32", "shape": [1, 30], "data": {"$buf": 0, "n": 120}},
+            }
+        },
+        "base_version": None,
+    }
+    decoder = FrameDecoder()
+    assert decoder.feed(_frame(_header("adapter_broadcast", body))) == []
+    with pytest.raises(DecodeError, match="sketched deltas need a base_version"):
+        decoder.feed(_frame(sketch.table.data))
+    decoder = FrameDecoder()
+    assert decoder.feed(_frame(_header("adapter_broadcast", {**body, "base_version": 1}))) == []
+    (msg,) = decoder.feed(_frame(sketch.table.data))
+    assert isinstance(msg, AdapterBroadcast)
+    assert msg.sketches == {"k": sketch}
 
 
 # --- round trips -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from hypothesis import find, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from elsa.sketch import SketchGeometry
 from elsa.wire import (
     MESSAGE_TYPES,
     TENSOR_DTYPES,
@@ -31,7 +32,6 @@ from elsa.wire import (
     SketchPayload,
     TensorPayload,
 )
-from elsa.sketch import SketchGeometry
 
 NUMPY_LE = {
     "float32": "<f4",
@@ -68,7 +68,10 @@ seeds = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 
 @st.composite
 def sketch_payloads(
-    draw: st.DrawFn, tensor: str | None = None, dtypes: tuple[str, ...] = SKETCH_TABLE_DTYPES, max_side: int = 6
+    draw: st.DrawFn,
+    tensor: str | None = None,
+    dtypes: tuple[str, ...] = SKETCH_TABLE_DTYPES,
+    max_side: int = 6,
 ) -> SketchPayload:
     """A sketch of a consistent geometry: dense (one row, ``cols == length``) or sketched
     (``rows x cols`` of any ``length``), with a floating ``(rows, cols)`` table from numpy."""
@@ -201,7 +204,7 @@ def test_broadcast_strategy_keeps_the_broadcast_rules(msg: AdapterBroadcast) -> 
 
 def test_broadcast_strategy_reaches_values_sketches_and_both() -> None:
     strategy = MESSAGE_STRATEGIES["adapter_broadcast"]
-    assert find(strategy, lambda m: bool(m.tensors) and not m.sketches).base_version is None
-    assert find(strategy, lambda m: bool(m.sketches) and not m.tensors).base_version == 0
-    both = find(strategy, lambda m: bool(m.tensors) and bool(m.sketches))
-    assert both.base_version is not None
+    # find raises NoSuchExample when the strategy never produces a case.
+    find(strategy, lambda m: bool(m.tensors) and not m.sketches and m.base_version is None)
+    find(strategy, lambda m: bool(m.sketches) and not m.tensors)
+    find(strategy, lambda m: bool(m.tensors) and bool(m.sketches))

@@ -6,8 +6,9 @@ before training and what the attacker holds), its word-embedding table and speci
 the public probe set (for the semantic subspace, exactly as the run derives it), the
 attacker's public text — a seeded sample of Guardian headlines, the shipped probe set
 excluded — and the device's private-like text — a seeded sample of the training split of the
-run's dataset. :func:`attack_cut` then runs every attack at one cut and subspace rank with the
-real SS-OP (:func:`elsa.perturb.ssop_perturb`).
+run's dataset. :func:`attack_cut` then runs every attack at one cut and subspace rank against
+what actually travels: SS-OP (:func:`elsa.perturb.ssop_perturb`), then the run's wire dtype
+(``transport.dtype``; the attacker knows it and simulates both on its training text).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from elsa.attacks import ATTACKS, AttackRow, InversionParams, TokenActivations, attack_rows
+from elsa.attacks import ATTACKS, AttackRow, InversionParams, Perturbation, TokenActivations, attack_rows
 from elsa.data import load_dataset, load_probe_set, read_guardian_headlines, train_test_split
 from elsa.errors import ConfigError
 from elsa.model.split import SplitModel
@@ -39,12 +40,27 @@ __all__ = [
     "cut_inputs",
     "prepare_attack_study",
     "study_kappas",
+    "transmitted",
 ]
 
 #: κ values every study reports (plus the config's own κ)
 DEFAULT_KAPPAS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_PUBLIC_TEXTS = 2000
 DEFAULT_PRIVATE_TEXTS = 100
+_WIRE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def transmitted(wire_dtype: str) -> Perturbation:
+    """SS-OP followed by the cast to the wire dtype (``fp32``/``fp16``/``bf16``), back in float32:
+    the rows an edge receives from a device."""
+    if wire_dtype not in _WIRE_DTYPES:
+        raise ConfigError(f"unknown wire dtype {wire_dtype!r}; choose from {sorted(_WIRE_DTYPES)}")
+    dtype = _WIRE_DTYPES[wire_dtype]
+
+    def perturb(x: torch.Tensor, u: torch.Tensor, kappa: float, generator: torch.Generator) -> torch.Tensor:
+        return ssop_perturb(x, u, kappa, generator).to(dtype).to(torch.float32)
+
+    return perturb
 
 
 def study_kappas(config: RunConfig, kappas: Sequence[float] | None = None) -> tuple[float, ...]:
@@ -161,7 +177,8 @@ def attack_cut(
     """Every attack in ``attacks`` at the cut after ``head_blocks`` (default: the config's) with
     SS-OP of rank ``rank`` (default: ``privacy.rank``), for each κ in ``kappas``.
 
-    U comes from the base model on the run's probes, as in the run. ``inputs`` reuses
+    U comes from the base model on the run's probes, as in the run; received rows are SS-OP'd
+    and cast to ``transport.dtype`` (:func:`transmitted`). ``inputs`` reuses
     :func:`cut_inputs` of the same cut. ``params`` defaults to :class:`InversionParams` seeded
     with the run seed. Special tokens are not scored.
     """
@@ -177,7 +194,7 @@ def attack_cut(
         study.embeddings,
         subspace.u,
         kappas,
-        ssop_perturb,
+        transmitted(config.transport.dtype),
         exclude_ids=study.special_ids,
         attacks=attacks,
         params=p,

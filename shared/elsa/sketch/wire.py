@@ -38,7 +38,7 @@ def sketch_from_payload(
     """Rebuild and check an untrusted sketch against the geometry the receiver expects.
 
     ``data`` is a :class:`SketchPayload` or its dict form, validated strictly as the wire
-    decoder does (no ``"5"`` for an int, no ``0`` for a bool, shapes as tuples). Raises
+    decoder does (no ``"5"`` for an int, no ``0`` for a bool). Raises
     :class:`DecodeError` (400) for a malformed payload, :class:`GeometryMismatchError` (409)
     when the declared geometry differs from ``expected_geometry`` in any field, and
     :class:`TensorError` (422) when the table's shape is not ``(rows, cols)`` or it holds
