@@ -5,9 +5,11 @@ SS-OP off so that only the adapter exchange differs) on BBC News and Rotten Toma
 in three variants:
 
 * ``dense``: every adapter exchange carries exact fp32 tables (``sketch.enabled: false``);
-* ``sketch``: count sketches at the configured compression with sender-side error feedback
-  (the default configuration);
-* ``sketch-no-ef``: the same sketches without error feedback (the unbiased decode only).
+* ``sketch``: the default sketches (8 elements per cell, fp16 tables, mean decode, no error
+  feedback);
+* ``sketch+feedback``: the same with sender-side error feedback (least-squares scaled);
+* ``sketch-fp32``: the default sketches with fp32 tables (half the compression, same noise);
+* ``sketch-16x``: 16 elements per cell (twice the collision noise).
 
 Adapter bytes are the encoded sizes of every adapter message of a cloud round, all tiers
 together (device→edge, edge→device, edge→cloud, cloud→edge, cloud→device); the ratio is
@@ -43,8 +45,10 @@ from elsa.runtime.simulation import Simulation
 NAME = "sketch_compression"
 VARIANTS: dict[str, dict[str, Any]] = {
     "dense": {"enabled": False},
-    "sketch": {"enabled": True, "error_feedback": True},
-    "sketch-no-ef": {"enabled": True, "error_feedback": False},
+    "sketch": {},  # the defaults
+    "sketch+feedback": {"error_feedback": True},
+    "sketch-fp32": {"dtype": "fp32"},
+    "sketch-16x": {"compression": 16.0},
 }
 OVERRIDES: dict[str, dict[str, Any]] = {
     "topology": {"edges": 3, "devices_per_edge": 2},

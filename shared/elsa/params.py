@@ -253,7 +253,10 @@ class SketchParams:
     classic count-sketch estimate, exact on sparse vectors, but with many merged senders the
     stream's error stalls instead of vanishing). ``topk_fraction`` keeps only the
     ``ceil(topk_fraction * n)`` largest-magnitude decoded coordinates (heavy hitters), ``None``
-    keeps all. The hash seed is the run seed and is passed separately, never stored here.
+    keeps all. ``table_dtype`` is the precision tables are rounded to wherever they are made
+    (sender, merge), so they travel in it exactly and every receiver decodes what the sender
+    meant ("fp16" halves the bytes; its rounding, ~1e-3 relative, is far below the sketch's own
+    collision noise). The hash seed is the run seed and is passed separately, never stored here.
     """
 
     rows: int = 5
@@ -262,6 +265,7 @@ class SketchParams:
     dense_below: int = 256
     estimator: SketchEstimator = "mean"
     topk_fraction: float | None = None
+    table_dtype: WireDType = "fp32"
 
     def __post_init__(self) -> None:
         _require(self.rows >= 1, f"sketch rows must be >= 1, got {self.rows}")
@@ -278,6 +282,10 @@ class SketchParams:
         _require(
             self.topk_fraction is None or 0.0 < self.topk_fraction <= 1.0,
             f"topk_fraction must be in (0, 1] or None, got {self.topk_fraction}",
+        )
+        _require(
+            self.table_dtype in ("fp32", "fp16", "bf16"),
+            f"table_dtype must be fp32, fp16 or bf16, got {self.table_dtype!r}",
         )
 
     def topk_for(self, length: int) -> int | None:

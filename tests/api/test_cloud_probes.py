@@ -3,7 +3,6 @@ and nothing recorded — and the operator's view of the control plane (DESIGN §
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import anyio
@@ -13,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from elsa.runtime.config import parse_config
+from elsa.runtime.config import RunConfig, parse_config
+from elsa.sketch import sketch_state, sketches_to_payloads
 from elsa.wire import AdapterBroadcast, AdapterUpdate, ProbeReport, TensorPayload, encode, to_payload
 from elsa.wire.control import ControlView
 
 from .conftest import ADMIN_TOKEN, MAX_BODY, Cloud, Collecting, run_config, wait_for_task
-from .support import assert_error, bearer, tiny_split_model
+from .support import assert_error, bearer
 
 pytestmark = pytest.mark.anyio
 
@@ -50,10 +50,15 @@ async def probing(cloud: Cloud) -> Collecting:
     return await start_probing(cloud)
 
 
+async def config_of(c: Collecting) -> RunConfig:
+    """The run's configuration, as the cloud stores the run."""
+    run = (await c.cloud.client.get(f"/v1/runs/{c.run_id}", headers=c.cloud.admin)).json()
+    return parse_config(run["config"])
+
+
 async def num_probes_of(c: Collecting) -> int:
     """The run's configured number of probes, as the cloud stores the run."""
-    run = (await c.cloud.client.get(f"/v1/runs/{c.run_id}", headers=c.cloud.admin)).json()
-    return parse_config(run["config"]).control.num_probes
+    return (await config_of(c)).control.num_probes
 
 
 def distributions(rows: int = NUM_PROBES, classes: int = CLASSES, seed: int = 0) -> np.ndarray:
@@ -169,7 +174,7 @@ BAD_REPORTS: dict[str, tuple[Any, int, str, str]] = {
     ),
     "an edge model": (
         lambda c: encode(
-            AdapterUpdate(node_id=c.devices[0][0], run_id=c.run_id, round=1, num_examples=1, tensors={})
+            AdapterUpdate(node_id=c.devices[0][0], run_id=c.run_id, round=1, num_examples=1, sketches={})
         ),
         400,
         "decode_error",
@@ -316,16 +321,22 @@ async def test_fingerprints_must_have_the_runs_basis_dimension(cloud: Cloud) -> 
 # --- the operator's view of the control plane ---------------------------------------------------
 
 
-@functools.cache
-def _edge_state() -> dict[str, torch.Tensor]:
-    return tiny_split_model().initial_state()
-
-
-def edge_model(c: Collecting, edge: int) -> bytes:
-    """A valid edge model for round 1 (real BERT adapter keys)."""
-    tensors = {k: to_payload(v, "fp32") for k, v in _edge_state().items()}
+async def edge_model(c: Collecting, edge: int) -> bytes:
+    """A valid edge model for round 1: the sketches, in the round's geometry, of a small delta
+    over every adapter key of the model the cloud loaded for the run."""
+    config = await config_of(c)
+    model, _ = c.cloud.app.state.cloud.models[c.run_id]
+    g = torch.Generator().manual_seed(edge)
+    delta = {k: torch.randn(v.shape, generator=g) * 0.01 for k, v in model.initial_state().items()}
+    sketches = sketch_state(delta, config.sketch_params(), 1, config.seed)
     return encode(
-        AdapterUpdate(node_id=c.edges[edge][0], run_id=c.run_id, round=1, num_examples=10, tensors=tensors)
+        AdapterUpdate(
+            node_id=c.edges[edge][0],
+            run_id=c.run_id,
+            round=1,
+            num_examples=10,
+            sketches=sketches_to_payloads(sketches),
+        )
     )
 
 
@@ -363,7 +374,7 @@ async def test_control_view_shows_the_round_plan_then_what_the_reports_changed(c
     for i in range(2):
         response = await cloud.client.post(
             f"/v1/runs/{c.run_id}/rounds/1/edge-models",
-            content=edge_model(c, i),
+            content=await edge_model(c, i),
             headers={**MSGPACK, **c.edges[i][1]},
         )
         assert response.status_code == 200, response.text

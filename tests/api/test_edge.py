@@ -19,7 +19,9 @@ import torch
 from elsa.infra.web import token_hash
 from elsa.model.split import SplitModel
 from elsa.runtime.config import RunConfig, parse_config
+from elsa.runtime.exchange import read_broadcast, read_update
 from elsa.runtime.rounds import EdgeRound
+from elsa.sketch import apply_sketches, sketch_state, sketches_to_payloads
 from elsa.wire import (
     AdapterBroadcast,
     AdapterUpdate,
@@ -127,7 +129,16 @@ async def edge() -> AsyncIterator[Edge]:
     served = ServedRound(
         config,
         model,
-        EdgeRound(RUN, 1, DEVICES, model.initial_state(), config.train_params()),
+        # the round's sketch geometry as the worker sets it: the run's sketch params and seed
+        EdgeRound(
+            RUN,
+            1,
+            DEVICES,
+            model.initial_state(),
+            config.train_params(),
+            sketch=config.sketch_params(),
+            seed=config.seed,
+        ),
         {d: token_hash(t) for d, t in tokens.items()},
         time.monotonic(),
     )
@@ -169,17 +180,36 @@ def forward_request(
     )
 
 
-def device_update(
-    edge: Edge, *, state: dict[str, torch.Tensor] | None = None, **fields: Any
-) -> AdapterUpdate:
+def device_delta(edge: Edge, value: float = 0.01) -> dict[str, torch.Tensor]:
+    """A trained-minus-start delta over the device's head/tail keys, ``value`` everywhere."""
     start = edge.served.edge_round.start
-    tensors = state if state is not None else {k: start[k] + 0.01 for k in edge.device_keys()}
+    return {k: torch.full_like(start[k], value) for k in edge.device_keys()}
+
+
+def device_update(
+    edge: Edge,
+    *,
+    delta: dict[str, torch.Tensor] | None = None,
+    sketch_round: int | None = None,
+    seed: int | None = None,
+    **fields: Any,
+) -> AdapterUpdate:
+    """A device's update: the sketches of its delta in the served round's geometry (or in that
+    of ``sketch_round`` / run ``seed`` when given)."""
+    served = edge.served.edge_round
+    changes = delta if delta is not None else device_delta(edge)
+    sketches = sketch_state(
+        changes,
+        served.sketch,
+        served.round_index if sketch_round is None else sketch_round,
+        served.seed if seed is None else seed,
+    )
     values: dict[str, Any] = {
         "node_id": DEVICES[0],
         "run_id": RUN,
         "round": 1,
         "num_examples": 4,
-        "tensors": {k: to_payload(v, "fp32") for k, v in tensors.items()},
+        "sketches": sketches_to_payloads(sketches),
         **fields,
     }
     return AdapterUpdate(**values)
@@ -489,39 +519,53 @@ async def test_bad_backward_is_refused_and_keeps_the_pending_forward(edge: Edge,
 
 
 def _wrong_shape(edge: Edge) -> dict[str, torch.Tensor]:
-    start = edge.served.edge_round.start
-    state = {k: start[k].clone() for k in edge.device_keys()}
-    key = sorted(state)[0]
-    state[key] = torch.zeros(state[key].numel() + 1)
-    return state
+    delta = device_delta(edge)
+    key = sorted(delta)[0]
+    delta[key] = torch.zeros(delta[key].numel() + 1)  # its sketch has another length
+    return delta
 
 
-def _nan_state(edge: Edge) -> dict[str, torch.Tensor]:
-    start = edge.served.edge_round.start
-    state = {k: start[k].clone() for k in edge.device_keys()}
-    state[sorted(state)[0]].view(-1)[0] = float("inf")
-    return state
+def _inf_table(edge: Edge) -> bytes:
+    good = device_update(edge)
+    key = sorted(good.sketches)[0]
+    table = from_payload(good.sketches[key].table, dtype=torch.float32)
+    table.view(-1)[0] = float("inf")
+    bad = good.sketches[key].model_copy(update={"table": to_payload(table, "fp32")})
+    return encode(good.model_copy(update={"sketches": {**good.sketches, key: bad}}))
 
 
 def _missing_key(edge: Edge) -> dict[str, torch.Tensor]:
-    start = edge.served.edge_round.start
-    return {k: start[k].clone() for k in edge.device_keys()[1:]}
+    delta = device_delta(edge)
+    del delta[edge.device_keys()[0]]
+    return delta
 
 
 def _body_key(edge: Edge) -> dict[str, torch.Tensor]:
     start = edge.served.edge_round.start
     body_key = edge.served.model.segments(edge.served.config.split_params()).edge_keys()[0]
-    return {**{k: start[k].clone() for k in edge.device_keys()}, body_key: start[body_key].clone()}
+    return {**device_delta(edge), body_key: torch.full_like(start[body_key], 0.01)}
 
 
 BAD_UPDATES: dict[str, tuple[Any, dict[str, Any], int, str]] = {
     # name: (body builder, submit kwargs, status, code)
     "not msgpack": (lambda e: b"\xc1\xc1", {}, 400, "decode_error"),
     "frames instead of msgpack": (lambda e: frames(device_update(e)), {}, 400, "decode_error"),
-    "missing key": (lambda e: encode(device_update(e, state=_missing_key(e))), {}, 409, "adapter_mismatch"),
-    "extra body key": (lambda e: encode(device_update(e, state=_body_key(e))), {}, 409, "adapter_mismatch"),
-    "wrong shape": (lambda e: encode(device_update(e, state=_wrong_shape(e))), {}, 422, "bad_tensor"),
-    "inf value": (lambda e: encode(device_update(e, state=_nan_state(e))), {}, 422, "bad_tensor"),
+    "missing key": (lambda e: encode(device_update(e, delta=_missing_key(e))), {}, 409, "adapter_mismatch"),
+    "extra body key": (lambda e: encode(device_update(e, delta=_body_key(e))), {}, 409, "adapter_mismatch"),
+    "wrong shape": (
+        lambda e: encode(device_update(e, delta=_wrong_shape(e))),
+        {},
+        409,
+        "geometry_mismatch",
+    ),
+    "inf value": (_inf_table, {}, 422, "bad_tensor"),
+    "sketch of another round": (
+        lambda e: encode(device_update(e, sketch_round=2)),
+        {},
+        409,
+        "geometry_mismatch",
+    ),
+    "another run seed": (lambda e: encode(device_update(e, seed=99)), {}, 409, "geometry_mismatch"),
     "another device's update": (lambda e: encode(device_update(e, node_id=DEVICES[1])), {}, 409, "conflict"),
     "another run": (lambda e: encode(device_update(e, run_id="other")), {}, 409, "conflict"),
     "another round": (lambda e: encode(device_update(e, round=2)), {}, 409, "conflict"),
@@ -554,31 +598,44 @@ async def test_replayed_update_is_409(edge: Edge) -> None:
 
 async def test_edge_model_long_poll(edge: Edge) -> None:
     sids = {d: await edge.open(d) for d in DEVICES}
-    start = edge.served.edge_round.start
+    served = edge.served.edge_round
+    start = served.start
     keys = edge.device_keys()
     sent = {
-        DEVICES[0]: ({k: start[k] + 1.0 for k in keys}, 1),
-        DEVICES[1]: ({k: start[k] + 4.0 for k in keys}, 3),
+        DEVICES[0]: (device_delta(edge, 1.0), 1),
+        DEVICES[1]: (device_delta(edge, 4.0), 3),
     }
     assert (await edge.model(sids[DEVICES[0]], 0)).status_code == 204
     first, n0 = sent[DEVICES[0]]
-    response = await edge.submit(sids[DEVICES[0]], encode(device_update(edge, state=first, num_examples=n0)))
+    response = await edge.submit(sids[DEVICES[0]], encode(device_update(edge, delta=first, num_examples=n0)))
     assert response.status_code == 200 and response.json() == {"ok": True}
     # one of two devices submitted: still not aggregated
     waited = await edge.model(sids[DEVICES[0]], 0)
     assert waited.status_code == 204 and waited.content == b""
     second, n1 = sent[DEVICES[1]]
-    update = device_update(edge, state=second, num_examples=n1, node_id=DEVICES[1])
+    update = device_update(edge, delta=second, num_examples=n1, node_id=DEVICES[1])
     assert (await edge.submit(sids[DEVICES[1]], encode(update), device=DEVICES[1])).status_code == 200
 
+    # example-weighted mean of the deltas: (1 * 1 + 3 * 4) / 4 = 3.25, merged in sketch space
+    mean = {k: torch.full_like(start[k], 3.25) for k in keys}
+    expected = apply_sketches(start, sketch_state(mean, served.sketch, 1, served.seed), served.sketch)
+    cluster_model = served.models[0][0]
+    params, seed = edge.served.config.sketch_params(), edge.served.config.seed
     for device, sid in sids.items():
         got = await edge.model(sid, 0, device=device)
         assert got.status_code == 200 and got.headers["content-type"] == "application/msgpack"
         broadcast = decode(got.content, AdapterBroadcast)
         assert broadcast.run_id == RUN and broadcast.round == 1 and broadcast.version == 0
-        assert sorted(broadcast.tensors) == sorted(keys)
-        for k in keys:  # example-weighted mean: (1 * (s + 1) + 3 * (s + 4)) / 4 = s + 3.25
-            torch.testing.assert_close(from_payload(broadcast.tensors[k]), start[k] + 3.25)
+        assert broadcast.base_version == edge.served.version == 0
+        assert sorted(broadcast.sketches) == sorted(keys) and broadcast.tensors == {}
+        assert any(not p.dense for p in broadcast.sketches.values())  # some keys truly sketched
+        # the device rebuilds its cluster's model bit for bit from the round's start
+        rebuilt = read_broadcast(broadcast, start, params, seed)
+        for k in keys:
+            assert torch.equal(rebuilt[k], cluster_model[k]), k
+            torch.testing.assert_close(rebuilt[k], expected[k])
+            if broadcast.sketches[k].dense:  # exact tables: exactly start + 3.25
+                torch.testing.assert_close(rebuilt[k], start[k] + 3.25)
     late = await edge.submit(sids[DEVICES[0]], encode(device_update(edge)))
     assert_error(late, 409, "conflict", mentions="already aggregated")
     assert edge.served.uploaded is False  # edge round 0 of 2: nothing goes to the cloud yet
@@ -605,7 +662,7 @@ async def test_last_edge_round_with_the_cloud_unreachable(
     # the devices' updates were taken and aggregated; the upload waits for the cloud
     got = await edge.model(sids[DEVICES[0]], 1)
     assert got.status_code == 200
-    assert sorted(decode(got.content, AdapterBroadcast).tensors) == sorted(edge.device_keys())
+    assert sorted(decode(got.content, AdapterBroadcast).sketches) == sorted(edge.device_keys())
     status = (await edge.client.get("/v1/status")).json()
     assert status["runs"][RUN]["aggregated_edge_rounds"] == [0, 1]
     assert status["runs"][RUN]["uploaded"] is False
@@ -623,6 +680,15 @@ async def test_last_edge_round_with_the_cloud_unreachable(
     edge.app.state.worker.retry_uploads()
     assert edge.served.uploaded is True
     assert len(sent) == 1 and sent[0].num_examples == 2 * 4
-    assert sorted(sent[0].tensors) == sorted(edge.served.model.adapter_keys())
+    # the sketched upload covers every adapter key (device head/tail and edge body), each in
+    # the round's geometry, and decodes to the edge model
+    served = edge.served
+    keys = served.model.adapter_keys()
+    assert sorted(sent[0].sketches) == sorted(keys)
+    uploaded = read_update(sent[0], served.edge_round.start, served.config, keys=keys)
+    model, _, _ = served.edge_round.final_model()
+    rebuilt = apply_sketches(served.edge_round.start, uploaded, served.config.sketch_params())
+    for key in keys:
+        torch.testing.assert_close(rebuilt[key], model[key])
     edge.app.state.worker.retry_uploads()
     assert len(sent) == 1

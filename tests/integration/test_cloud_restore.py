@@ -12,12 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from redis.asyncio import Redis
 
 from elsa.model.loading import load_task_model
 from elsa.model.packaged import minilm_dir
 from elsa.model.split import SplitModel
-from elsa.wire import AdapterUpdate, encode, to_payload
+from elsa.runtime.config import parse_config
+from elsa.sketch import sketch_state, sketches_to_payloads
+from elsa.wire import AdapterUpdate, encode
 from elsa_cloud.main import create_app
 from elsa_cloud.settings import CloudSettings
 
@@ -86,7 +89,14 @@ async def test_flushed_redis_is_restored_and_restart_resumes(
             run_id=run_id,
             round=round_index,
             num_examples=10,
-            tensors={k: to_payload(v + 0.01 * round_index, "fp32") for k, v in initial_state.items()},
+            sketches=sketches_to_payloads(
+                sketch_state(
+                    {k: torch.full_like(v, 0.01) for k, v in initial_state.items()},
+                    parse_config(CONFIG).sketch_params(),
+                    round_index,
+                    parse_config(CONFIG).seed,
+                )
+            ),
         )
         response = await client.post(
             f"/v1/runs/{run_id}/rounds/{round_index}/edge-models",

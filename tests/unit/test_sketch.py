@@ -20,7 +20,9 @@ from elsa.sketch import (
     SketchParams,
     hashes,
     keep_topk,
+    sketch_from_payload,
     sketch_state,
+    sketch_to_payload,
     sketches_nbytes,
     state_geometries,
     tensor_geometry,
@@ -380,3 +382,19 @@ def test_weighted_mean_in_sketch_space_decodes_to_the_weighted_mean_of_deltas() 
         weighted_sum([])
     with pytest.raises(ConfigError):
         weighted_sum([(sa, math.inf)])
+
+
+def test_tables_rounded_to_fp16_travel_exactly_and_overflow_is_refused() -> None:
+    params = SketchParams(table_dtype="fp16")
+    gen = torch.Generator().manual_seed(3)
+    state = {"blocks.0.q.lora_A.weight": torch.randn(8, 384, generator=gen) * 1e-3}
+    (sketch,) = sketch_state(state, params, 2, 7).values()
+    table = torch.from_numpy(sketch.table.copy())
+    assert torch.equal(table, table.half().float())
+    got = sketch_from_payload(sketch_to_payload(sketch, "fp16"), sketch.geometry)
+    assert np.array_equal(got.table, sketch.table)  # the fp16 wire loses nothing more
+    assert sketch.rounded("fp32") is sketch
+    huge = CountSketch(np.full(sketch.geometry.table_shape, 1e6, dtype=np.float32), sketch.geometry)
+    with pytest.raises(TensorError, match="overflows fp16"):
+        huge.rounded("fp16")
+    assert np.isfinite(huge.rounded("bf16").table).all()

@@ -109,3 +109,19 @@ def test_residual_is_carried_for_absent_keys_and_size_changes_are_refused() -> N
     memory.reset()
     assert memory.residual() == {}
     assert np.isclose(memory.residual_norm(), 0.0)
+
+
+def test_error_feedback_with_fp16_tables_converges_and_keeps_the_rounding_of_dense_tensors() -> None:
+    """With tables rounded to fp16 where they are made, what the receiver decodes is exactly
+    what the sender accounted for, so the stream still converges; a dense tensor's fp16
+    rounding is kept as residual and resent."""
+    params = SketchParams(estimator="mean", table_dtype="fp16")
+    errors, _ = _stream(params, [_state(0)], rounds=100)
+    assert errors[-1] < 0.2 and errors[-1] < 0.6 * errors[19]
+    memory = ErrorFeedback(params, seed=1)
+    bias = {"head.bias": torch.tensor([1.0 + 2**-12, 0.1, -3.3, 7.0])}
+    sketch = memory.compress(bias, round=0)["head.bias"]
+    assert sketch.geometry.dense
+    table = torch.from_numpy(sketch.table.reshape(-1).copy())
+    assert torch.equal(table, table.half().float())  # exactly an fp16 value
+    torch.testing.assert_close(memory.residual()["head.bias"].float() + table, bias["head.bias"])

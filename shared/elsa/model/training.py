@@ -77,8 +77,10 @@ def trainable_copy(state: Mapping[str, torch.Tensor], keys: tuple[str, ...]) -> 
     return {k: state[k].detach().to(torch.float32).clone().requires_grad_(True) for k in keys}
 
 
-#: what a device applies to every lower-cut tensor before it leaves (SS-OP); identity if None
-Outgoing = Callable[[torch.Tensor], torch.Tensor]
+#: what a device applies to every lower-cut tensor before it leaves (SS-OP), given the tensor
+#: and the stream it belongs to ("train", "probe" or "eval": each stream draws its own noise, so
+#: evaluating locally never changes what training sends); identity if None
+Outgoing = Callable[[torch.Tensor, str], torch.Tensor]
 
 
 @dataclass
@@ -113,15 +115,15 @@ class DeviceStepper:
         keys = tuple(sorted(head.trainable_keys() + tail.trainable_keys()))
         return cls(head, tail, trainable_copy(start, keys), train, outgoing)
 
-    def _send(self, lower: torch.Tensor) -> torch.Tensor:
+    def _send(self, lower: torch.Tensor, stream: str | None) -> torch.Tensor:
         sent = lower.detach()
-        return self.outgoing(sent) if self.outgoing is not None else sent
+        return self.outgoing(sent, stream) if self.outgoing is not None and stream is not None else sent
 
     def step(self, step: int, batch: Batch, link: CutLink, *, apply: bool = True) -> float:
         """One split-training step; returns the loss. ``apply=False`` keeps gradients unapplied."""
         self.optimizer.zero_grad(set_to_none=True)
         lower = self.head.run(self.state, batch.input_ids, batch.attention_mask)
-        upper_received = link.forward(step, self._send(lower), batch.attention_mask)
+        upper_received = link.forward(step, self._send(lower, "train"), batch.attention_mask)
         upper = upper_received.detach().to(torch.float32).requires_grad_(True)
         logits = self.tail.run(self.state, upper, batch.input_ids, batch.attention_mask)
         loss = task_loss(self.tail.task_model.task, logits, batch.labels)
@@ -141,15 +143,21 @@ class DeviceStepper:
                 tensor.copy_(state[key])
 
     @torch.no_grad()
-    def predict(self, batch: Batch, link: CutLink) -> torch.Tensor:
+    def predict(self, batch: Batch, link: CutLink, stream: str | None = "eval") -> torch.Tensor:
         """Inference through the split model: logits for ``batch`` (no graph kept)."""
-        return self.features(batch, link)[1]
+        return self.features(batch, link, stream)[1]
 
     @torch.no_grad()
-    def features(self, batch: Batch, link: CutLink) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference through the split model: (pooled final representation B x d, logits)."""
+    def features(
+        self, batch: Batch, link: CutLink, stream: str | None = "eval"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference through the split model: (pooled final representation B x d, logits).
+
+        ``stream`` names the noise stream of what leaves the device; ``None`` sends the clean
+        activations (only for links that do not leave the device, e.g. an in-process body).
+        """
         lower = self.head.run(self.state, batch.input_ids, batch.attention_mask)
-        upper = link.forward(-1, self._send(lower), batch.attention_mask).to(torch.float32)
+        upper = link.forward(-1, self._send(lower, stream), batch.attention_mask).to(torch.float32)
         pooled, logits = self.tail.call(
             self.state, (upper, batch.input_ids, batch.attention_mask), {"with_features": True}
         )

@@ -10,6 +10,7 @@ leaves: ``x + σ·(I − UUᵀ)ξ`` with its own generator.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 
@@ -85,18 +86,28 @@ class ActivationNoise:
     ``seed=None`` (the default for real deployments) seeds the noise from the operating
     system's entropy, so no other node can regenerate and subtract it; a fixed seed makes runs
     reproducible (benchmarks, runtime-equivalence tests) and must then stay private to the device.
+    Each named stream ("train", "probe", "eval") draws from its own generator, so e.g. a local
+    evaluation never shifts the noise of later training steps.
     """
 
     subspace: CutSubspace
     kappa: float
     seed: int | None = None
-    generator: torch.Generator = field(init=False)
+    generators: dict[str, torch.Generator] = field(init=False, default_factory=dict)
+    _base: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         PerturbParams(kappa=self.kappa)  # validates kappa
-        seed = self.seed if self.seed is not None else secrets.randbits(63)
-        self.generator = torch.Generator().manual_seed(seed)
+        self._base = self.seed if self.seed is not None else secrets.randbits(63)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def generator(self, stream: str) -> torch.Generator:
+        """The generator of a stream (created on first use from the seed and the stream name)."""
+        if stream not in self.generators:
+            digest = hashlib.blake2b(f"{self._base}/{stream}".encode(), digest_size=8).digest()
+            seed = int.from_bytes(digest, "little") & (2**63 - 1)
+            self.generators[stream] = torch.Generator().manual_seed(seed)
+        return self.generators[stream]
+
+    def __call__(self, x: torch.Tensor, stream: str = "train") -> torch.Tensor:
         """The perturbed copy of ``x`` (..., d); gradients pass through unchanged."""
-        return ssop_perturb(x, self.subspace.u, self.kappa, self.generator)
+        return ssop_perturb(x, self.subspace.u, self.kappa, self.generator(stream))

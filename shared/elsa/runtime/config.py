@@ -146,10 +146,18 @@ class SketchSection(_Section):
     compression: float = Field(8.0, ge=1, description="tensor elements per sketch cell (>= the byte ratio)")
     rows: int = Field(5, ge=1, le=64, description="hash rows per tensor")
     dense_below: int = Field(256, ge=0, description="tensors with fewer elements travel exactly")
-    estimator: Literal["mean", "median"] = Field(
-        "mean", description="decoder; mean is linear, which error feedback through merges relies on"
+    dtype: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp16", description="precision of sketch tables (rounded where made, so they travel exactly)"
     )
-    error_feedback: bool = Field(True, description="senders keep what a sketch loses and resend it")
+    estimator: Literal["mean", "median"] = Field(
+        "mean", description="decoder; mean is unbiased and linear (merges decode like their parts)"
+    )
+    error_feedback: bool = Field(
+        False,
+        description="senders keep what a sketch loses and resend it (least-squares scaled); off by "
+        "default: the mean decode is already unbiased and feedback delays updates by ~compression "
+        "exchanges (bench/sketch_compression.py)",
+    )
 
 
 class PrivacySection(_Section):
@@ -270,7 +278,11 @@ class RunConfig(_Section):
         if not s.enabled:
             return SketchParams(rows=1, compression=1.0, dense_below=2**40, estimator="mean")
         return SketchParams(
-            rows=s.rows, compression=s.compression, dense_below=s.dense_below, estimator=s.estimator
+            rows=s.rows,
+            compression=s.compression,
+            dense_below=s.dense_below,
+            estimator=s.estimator,
+            table_dtype=s.dtype,
         )
 
     def perturb_params(self) -> PerturbParams:

@@ -18,7 +18,7 @@ import torch
 
 from elsa.errors import AdapterMismatchError
 from elsa.model.adapters import AdapterState
-from elsa.params import SketchParams
+from elsa.params import SketchParams, WireDType
 from elsa.perturb import perturb_state_delta
 from elsa.runtime.config import RunConfig
 from elsa.sketch import (
@@ -82,14 +82,16 @@ def update_message(
     num_examples: int,
     loss: float | None = None,
     weight: float | None = None,
+    dtype: WireDType = "fp32",
 ) -> AdapterUpdate:
-    """An ``AdapterUpdate`` carrying ``sketches`` (fp32 tables)."""
+    """An ``AdapterUpdate`` carrying ``sketches`` (tables in ``dtype``: the run's
+    ``SketchParams.table_dtype``, to which senders and merges round them, so the cast is exact)."""
     return AdapterUpdate(
         node_id=node_id,
         run_id=run_id,
         round=round_index,
         num_examples=num_examples,
-        sketches=sketches_to_payloads(sketches),
+        sketches=sketches_to_payloads(sketches, dtype),
         loss=loss,
         weight=weight,
     )
@@ -121,14 +123,16 @@ def broadcast_message(
     sketches: Mapping[str, CountSketch] | None = None,
     values: Mapping[str, torch.Tensor] | None = None,
     base_version: int | None = None,
+    dtype: WireDType = "fp32",
 ) -> AdapterBroadcast:
-    """An ``AdapterBroadcast`` of merged sketches (against ``base_version``) and full values."""
+    """An ``AdapterBroadcast`` of merged sketches (against ``base_version``; tables in ``dtype``)
+    and full values (fp32)."""
     return AdapterBroadcast(
         run_id=run_id,
         round=round_index,
         version=version,
         tensors=state_to_payloads(values or {}),
-        sketches=sketches_to_payloads(sketches or {}),
+        sketches=sketches_to_payloads(sketches or {}, dtype),
         base_version=base_version if sketches else None,
     )
 

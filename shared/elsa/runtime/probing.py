@@ -74,16 +74,17 @@ class _InProcessBody:
 
 
 def run_probes(
-    device: DeviceNode, probes: DeviceData, link: CutLink | None = None
+    device: DeviceNode, probes: DeviceData, link: CutLink | None = None, stream: str | None = "probe"
 ) -> tuple[FloatArray, FloatArray]:
-    """(Q x d) pooled final representations and (Q x C) predictions of the device's model."""
+    """(Q x d) pooled final representations and (Q x C) predictions of the device's model
+    (``stream``: the SS-OP noise stream of what leaves the device; None = nothing leaves)."""
     link = link if link is not None else device.link
     if link is None:
         raise ConfigError(f"device {device.device_id} has no edge link to run the probes through")
     reps, preds = [], []
     for start in range(0, len(probes), PROBE_BATCH):
         batch = probes.batch(np.arange(start, min(start + PROBE_BATCH, len(probes))))
-        pooled, logits = device.stepper.features(batch, link)
+        pooled, logits = device.stepper.features(batch, link, stream)
         reps.append(pooled.to(torch.float64))
         preds.append(distributions(logits, batch.attention_mask).to(torch.float64))
     return torch.cat(reps).numpy(), torch.cat(preds).numpy()
@@ -99,7 +100,7 @@ def public_basis(model: SplitModel, device: DeviceNode, probes: DeviceData, conf
     initial = model.initial_state()
     device.stepper.load(initial)
     try:
-        reps, _ = run_probes(device, probes, _InProcessBody(device.segments.body, initial))
+        reps, _ = run_probes(device, probes, _InProcessBody(device.segments.body, initial), stream=None)
     finally:
         device.stepper.load(saved)
     return probe_basis(reps, config.control.basis_dim)

@@ -33,6 +33,7 @@ from elsa.sketch import (
     SketchGeometry,
     apply_sketches,
     check_same_geometry,
+    round_state,
     sketch_state,
     state_geometries,
     weighted_sum,
@@ -198,7 +199,7 @@ class EdgeRound:
                 for key, value in self.sessions[device_id].state.items():
                     change = (value.detach().to(torch.float32) - base[key]) * (w / totals[key])
                     sums[key] = sums[key] + change if key in sums else change
-            merged[cluster] = weighted_sum(parts) if parts else {}
+            merged[cluster] = round_state(weighted_sum(parts), self.sketch) if parts else {}
             exact[cluster] = sums
             model = apply_sketches(self.start, merged[cluster], self.sketch)
             for key, value in sums.items():
@@ -278,7 +279,7 @@ class EdgeRound:
                 parts.append((self.merged[last][cluster], share))
             for key, value in self.exact[last][cluster].items():
                 exact[key] = exact[key] + value * share if key in exact else value * share
-        return (weighted_sum(parts) if parts else {}), exact, examples, weight
+        return (round_state(weighted_sum(parts), self.sketch) if parts else {}), exact, examples, weight
 
     def final_model(self) -> tuple[AdapterState, int, float]:
         """The edge model itself: (model, examples, weight) — what :meth:`final_update` encodes."""
@@ -309,5 +310,5 @@ def aggregate_edges(
         return {k: v.detach().to(torch.float32).clone() for k, v in start.items()}, {}
     total = sum(w for _, w in weighted.values())
     parts = [(weighted[e][0], weighted[e][1] / total) for e in sorted(weighted) if weighted[e][0]]
-    merged = weighted_sum(parts) if parts else {}
+    merged = round_state(weighted_sum(parts), params) if parts else {}
     return apply_sketches(start, merged, params), merged

@@ -280,6 +280,7 @@ class Simulation:
         aggregation applied to the previous global model (round 1: the initial adapter)."""
         version = cloud_round - 1
         message = broadcast_message(
+            dtype=self.config.sketch_params().table_dtype,
             run_id=self.run_id,
             round_index=version,
             version=version,
@@ -375,6 +376,7 @@ class Simulation:
                         reports[device.device_id] = self._ship_probes(result, device.device_id, cloud_round)
                     message = update_message(
                         device.make_update(cloud_round),
+                        dtype=self.config.sketch_params().table_dtype,
                         node_id=device.device_id,
                         run_id=self.run_id,
                         round_index=cloud_round,
@@ -397,6 +399,7 @@ class Simulation:
                     sketches, values = er.device_broadcast(device.device_id, edge_round, device.keys)
                     down: AdapterBroadcast = ship(
                         broadcast_message(
+                            dtype=self.config.sketch_params().table_dtype,
                             run_id=self.run_id,
                             round_index=cloud_round,
                             version=edge_round,
@@ -429,6 +432,7 @@ class Simulation:
             parts.append((self.edge_senders[edge_id].compress(exact, er.round_index), 1.0))
         message = update_message(
             weighted_sum(parts) if parts else {},
+            dtype=self.config.sketch_params().table_dtype,
             node_id=edge_id,
             run_id=self.run_id,
             round_index=er.round_index,

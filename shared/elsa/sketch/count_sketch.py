@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from elsa.errors import ConfigError, TensorError
-from elsa.params import SketchEstimator
+from elsa.params import SketchEstimator, WireDType
 from elsa.sketch.geometry import SketchGeometry, check_same_geometry, hashes
 
 __all__ = ["CountSketch", "keep_topk"]
@@ -110,6 +111,19 @@ class CountSketch:
 
     def __add__(self, other: CountSketch) -> CountSketch:
         return self.merge(other)
+
+    def rounded(self, dtype: WireDType) -> CountSketch:
+        """This sketch with its table rounded to ``dtype`` (held as float32; fp32 = itself).
+
+        Raises :class:`TensorError` when a cell overflows ``dtype`` (never silently infinite).
+        """
+        if dtype == "fp32":
+            return self
+        torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        table = torch.from_numpy(self.table.copy()).to(torch_dtype).to(torch.float32).numpy()
+        if not np.isfinite(table).all():
+            raise TensorError(f"sketch table of {self.geometry.tensor!r} overflows {dtype}")
+        return CountSketch(table, self.geometry)
 
     def scale(self, weight: float) -> CountSketch:
         """``weight · self`` as a new sketch (the sketch of ``weight · vector``)."""

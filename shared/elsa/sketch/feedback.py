@@ -69,9 +69,13 @@ class ErrorFeedback:
                     )
                 x += previous
             geometry = tensor_geometry(key, x.shape[0], self._params, round, self._seed)
-            sketch = CountSketch.encode(x, geometry)
-            if geometry.dense:
-                self._residual.pop(key, None)
+            sketch = CountSketch.encode(x, geometry).rounded(self._params.table_dtype)
+            if geometry.dense:  # exact up to the table's rounding, which is kept for later
+                lost = x - sketch.table.reshape(-1).astype(np.float64)
+                if self._params.table_dtype == "fp32":
+                    self._residual.pop(key, None)
+                else:
+                    self._residual[key] = lost
                 out[key] = sketch
                 continue
             decoded = sketch.decode(
@@ -81,7 +85,11 @@ class ErrorFeedback:
             if self._rescale:
                 norm2 = float(decoded @ decoded)
                 alpha = max(0.0, float(x @ decoded) / norm2) if norm2 > 0.0 else 0.0
-                sketch = sketch.scale(alpha)
+                sketch = sketch.scale(alpha).rounded(self._params.table_dtype)
+                decoded = sketch.decode(
+                    topk=self._params.topk_for(geometry.length), estimator=self._params.estimator
+                ).astype(np.float64)
+                alpha = 1.0
             self._residual[key] = x - alpha * decoded
             out[key] = sketch
         return out

@@ -23,6 +23,7 @@ from elsa.sketch.geometry import SketchGeometry, check_same_geometry, tensor_geo
 __all__ = [
     "SketchedState",
     "apply_sketches",
+    "round_state",
     "sketch_state",
     "sketches_nbytes",
     "state_geometries",
@@ -56,8 +57,14 @@ def sketch_state(
     out: SketchedState = {}
     for key in sorted(state):
         flat = state[key].detach().to(device="cpu", dtype=torch.float64).reshape(-1).numpy()
-        out[key] = CountSketch.encode(flat, tensor_geometry(key, flat.shape[0], params, round, seed))
+        sketch = CountSketch.encode(flat, tensor_geometry(key, flat.shape[0], params, round, seed))
+        out[key] = sketch.rounded(params.table_dtype)
     return out
+
+
+def round_state(sketches: Mapping[str, CountSketch], params: SketchParams) -> SketchedState:
+    """Every table rounded to ``params.table_dtype`` (what a merge does before it is used)."""
+    return {key: sketches[key].rounded(params.table_dtype) for key in sorted(sketches)}
 
 
 def unsketch_state(

@@ -257,6 +257,7 @@ class DeviceAgent:
                     )
                 update = update_message(
                     device.make_update(round_index),
+                    dtype=config.sketch_params().table_dtype,
                     node_id=device.device_id,
                     run_id=run_id,
                     round_index=round_index,

@@ -231,6 +231,7 @@ class Coordinator:
         )
         delta = encode(
             broadcast_message(
+                dtype=config.sketch_params().table_dtype,
                 run_id=self.run_id,
                 round_index=round_index,
                 version=round_index,

@@ -240,6 +240,7 @@ async def edge_model(
         session.device_id, edge_round, served.device_keys(session.device_id)
     )
     message = broadcast_message(
+        dtype=served.config.sketch_params().table_dtype,
         run_id=session.run_id,
         round_index=session.round_index,
         version=edge_round,

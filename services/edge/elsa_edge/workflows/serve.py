@@ -241,6 +241,7 @@ def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound)
         parts.append((sender.compress(exact, served.edge_round.round_index), 1.0))
     update = update_message(
         weighted_sum(parts) if parts else {},
+        dtype=served.config.sketch_params().table_dtype,
         node_id=state.node_id or "edge",
         run_id=served.edge_round.run_id,
         round_index=served.edge_round.round_index,
