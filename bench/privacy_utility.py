@@ -2,13 +2,13 @@
 recovery of the attacks (``bench/privacy_attacks.py``) at the same κ.
 
 DESIGN §3. The same simulated run (packaged MiniLM, BBC News, 3 edges x 2 devices, Dirichlet
-α = 0.5, count sketches on, reproducible device noise) for κ ∈ {0, 0.5, 1, 2, 4}: every
+α = 0.5, count sketches on, reproducible device noise) for κ ∈ {0, 0.5, 1, 2, 4, 8}: every
 device→edge activation tensor (training and inference) is perturbed at the device's cut. The
 accuracy is the global model's on the held-out split (clean inputs, monolithic). The recovery
 columns are read from ``bench/results/privacy_attacks.json`` when it exists (run that script
 first; it attacks exactly what leaves a device at the same cut and rank).
 
-Usage: ``python bench/privacy_utility.py [--quick] [--kappas 0 0.5 1 2 4] [--seeds 0] [--threads T]
+Usage: ``python bench/privacy_utility.py [--quick] [--kappas 0 0.5 1 2 4 8] [--seeds 0] [--threads T]
 [--out bench/results/privacy_utility.json]``
 """
 
@@ -36,7 +36,7 @@ from elsa.runtime.simulation import Simulation
 from sketch_compression import OVERRIDES, QUICK
 
 NAME = "privacy_utility"
-KAPPAS = (0.0, 0.5, 1.0, 2.0, 4.0)
+KAPPAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def study_config(kappa: float, seed: int, quick: bool) -> RunConfig:
@@ -48,16 +48,17 @@ def study_config(kappa: float, seed: int, quick: bool) -> RunConfig:
     return parse_config({**raw, "name": f"{NAME}-{kappa}", "seed": seed}, source=f"{NAME} config")
 
 
-def attack_recovery(path: Path) -> dict[str, dict[str, float]]:
-    """κ (as text) → attack → top-1 recovery at the default cut and rank, from the attack study."""
+def attack_recovery(path: Path, head_blocks: int, rank: int) -> dict[str, dict[str, float]]:
+    """κ (as text) → attack → top-1 token recovery at this cut and rank, from the attack study."""
     if not path.is_file():
         return {}
     record = json.loads(path.read_text(encoding="utf-8"))
     out: dict[str, dict[str, float]] = {}
-    for row in record.get("rows", []):
-        if row.get("head_blocks", 1) != 1 or row.get("rank") != record.get("params", {}).get("rank", 16):
+    for cut in record.get("results", []):
+        if cut.get("head_blocks") != head_blocks or cut.get("rank") != rank:
             continue
-        out.setdefault(str(float(row["kappa"])), {})[row["attack"]] = float(row["top1"])
+        for row in cut["rows"]:
+            out.setdefault(str(float(row["kappa"])), {})[row["attack"]] = float(row["top1"])
     return out
 
 
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "wall_s": time.perf_counter() - started,
             }
             print(f"  accuracy {[round(a or 0, 3) for a in accuracy]}", flush=True)
-    recovery = attack_recovery(args.attacks)
+    first = study_config(args.kappas[0], seeds[0], args.quick)
+    recovery = attack_recovery(args.attacks, first.model.head_blocks, first.privacy.rank)
     base = float(np.mean([r["final_accuracy"] for r in runs[str(args.kappas[0])].values()]))
     summary = {}
     for kappa, by_seed in runs.items():
