@@ -352,3 +352,32 @@ def test_privacy_attacks_quick(tmp_path: Path) -> None:
         assert by[max(p["kappas"]), "nn"]["top1"] < 0.5 * by[0.0, "nn"]["top1"]
         summary = r["summary"][f"h{cut['head_blocks']}_r{cut['rank']}"]
         assert summary["per_kappa"]["0.0"]["best_top1"] >= by[0.0, "nn"]["top1"]
+
+
+def test_sketch_compression_quick(tmp_path: Path) -> None:
+    r = _run_quick_one_thread("sketch_compression.py", tmp_path / "sketch_compression.json")
+    _check_machine(r)
+    assert r["params"]["quick"] is True
+    for dataset in r["params"]["datasets"]:
+        summary = r["summary"][dataset]
+        assert summary["dense"]["byte_ratio_dense_over_variant"] == 1.0
+        # the default sketches (8 elements per cell, fp16 tables) cut adapter bytes > 8x
+        assert summary["sketch"]["byte_ratio_dense_over_variant"] > 8.0
+        assert summary["sketch-fp32"]["byte_ratio_dense_over_variant"] > 5.0
+        assert summary["sketch-16x"]["adapter_bytes_per_round"] < summary["sketch"]["adapter_bytes_per_round"]
+        for variant, s in summary.items():
+            assert 0.0 <= s["final_accuracy"] <= 1.0, variant
+            run = r["runs"][dataset][variant]["0"]
+            assert len(run["accuracy_per_round"]) == r["params"]["cloud_rounds"] + 1
+            assert all(b > 0 for b in run["adapter_bytes_per_round"][1:])
+
+
+def test_privacy_utility_quick(tmp_path: Path) -> None:
+    r = _run_quick_one_thread("privacy_utility.py", tmp_path / "privacy_utility.json")
+    _check_machine(r)
+    assert [float(k) for k in r["summary"]] == r["params"]["kappas"]
+    for kappa, s in r["summary"].items():
+        assert 0.0 <= s["final_accuracy"] <= 1.0, kappa
+        for top1 in s["recovery_top1"].values():  # read from the committed attack study
+            assert 0.0 <= top1 <= 1.0
+    assert r["summary"]["0.0"]["accuracy_points_vs_first"] == 0.0
