@@ -6,12 +6,13 @@ name (``bench/`` is the script's directory, hence on ``sys.path``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,25 @@ def merge_sections(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -
     for section, values in overrides.items():
         out[section] = {**out.get(section, {}), **values}
     return out
+
+
+def study_parser(doc: str | None, name: str, quick_help: str) -> argparse.ArgumentParser:
+    """The arguments every study takes: ``--quick``, ``--threads`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=(doc or name).splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{name}.json")
+    return parser
+
+
+def run_study(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Parse the arguments, run the study, print its table and write its JSON."""
+    args = parser.parse_args()
+    quiet_transformers()
+    record = run(args)
+    report(record)
+    print(f"wrote {write_results(args.out, record)}")

@@ -27,18 +27,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchkit import (
-    RESULTS_DIR,
     machine_info,
+    merge_sections,
     print_table,
-    quiet_transformers,
+    run_study,
     set_torch_threads,
-    write_results,
+    study_parser,
 )
 from elsa.cluster import (
     Fingerprint,
@@ -78,19 +77,11 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``base`` with each section updated by ``overrides`` (inputs unchanged)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for section, values in overrides.items():
-        out[section] = {**out[section], **values}
-    return out
-
-
 def study_config(seed: int, quick: bool) -> RunConfig:
     """The run config of one seed."""
-    raw = _merge(RunConfig().model_dump(mode="json"), OVERRIDES)
+    raw = merge_sections(RunConfig().model_dump(mode="json"), OVERRIDES)
     if quick:
-        raw = _merge(raw, QUICK_OVERRIDES)
+        raw = merge_sections(raw, QUICK_OVERRIDES)
     return parse_config({**raw, "name": f"{NAME}-{seed}", "seed": seed}, source=f"{NAME} config")
 
 
@@ -297,16 +288,10 @@ def print_report(record: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 steps, 32 probes")
+    """Parse arguments, run, print, write JSON."""
+    parser = study_parser(__doc__, NAME, "smoke run: 1 seed, 2 steps, 32 probes")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
-    args = parser.parse_args()
-    quiet_transformers()
-    record = run(args)
-    print_report(record)
-    print(f"wrote {write_results(args.out, record)}")
+    run_study(parser, run, print_report)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from benchkit import (
-    RESULTS_DIR,
     machine_info,
     print_table,
-    quiet_transformers,
+    run_study,
     set_torch_threads,
-    write_results,
+    study_parser,
 )
 from elsa.attacks import ATTACKS, InversionParams
 from elsa.runtime.attack_study import attack_cut, cut_inputs, prepare_attack_study
@@ -160,21 +158,13 @@ def print_report(record: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 3 kappas, 2 ranks, few texts, small MLP"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    """Parse arguments, run, print, write JSON."""
+    parser = study_parser(__doc__, NAME, "smoke run: 3 kappas, 2 ranks, few texts, small MLP")
     parser.add_argument("--public-texts", type=int, default=None, help=f"default {PUBLIC_TEXTS} (quick: 200)")
     parser.add_argument(
         "--private-texts", type=int, default=None, help=f"default {PRIVATE_TEXTS} (quick: 20)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
-    args = parser.parse_args()
-    quiet_transformers()
-    record = run(args)
-    print_report(record)
-    print(f"wrote {write_results(args.out, record)}")
+    run_study(parser, run, print_report)
 
 
 if __name__ == "__main__":

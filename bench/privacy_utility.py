@@ -27,9 +27,9 @@ from benchkit import (
     machine_info,
     merge_sections,
     print_table,
-    quiet_transformers,
+    run_study,
     set_torch_threads,
-    write_results,
+    study_parser,
 )
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.simulation import Simulation
@@ -131,18 +131,11 @@ def print_report(record: dict[str, Any]) -> None:
 
 def main() -> None:
     """Parse arguments, run, print, write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny runs (smoke test of the script)")
+    parser = study_parser(__doc__, NAME, "tiny runs (smoke test of the script)")
     parser.add_argument("--kappas", type=float, nargs="+", default=list(KAPPAS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--attacks", type=Path, default=RESULTS_DIR / "privacy_attacks.json")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
-    args = parser.parse_args()
-    quiet_transformers()
-    record = run(args)
-    print_report(record)
-    print(f"wrote {write_results(args.out, record)}")
+    run_study(parser, run, print_report)
 
 
 if __name__ == "__main__":

@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from benchkit import (
-    RESULTS_DIR,
     machine_info,
+    merge_sections,
     print_table,
-    quiet_transformers,
+    run_study,
     set_torch_threads,
-    write_results,
+    study_parser,
 )
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.simulation import Simulation, device_name
@@ -70,14 +69,6 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``base`` with each section updated by ``overrides`` (inputs unchanged)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for section, values in overrides.items():
-        out[section] = {**out[section], **values}
-    return out
-
-
 def study_config(
     alpha: float | None, *, seed: int, quick: bool, malicious: bool, train: dict[str, Any] | None = None
 ) -> RunConfig:
@@ -85,13 +76,13 @@ def study_config(
 
     ``train``: overrides of the train section (e.g. from the command line), applied last.
     """
-    raw = _merge(RunConfig().model_dump(mode="json"), OVERRIDES)
+    raw = merge_sections(RunConfig().model_dump(mode="json"), OVERRIDES)
     if quick:
-        raw = _merge(raw, QUICK_OVERRIDES)
+        raw = merge_sections(raw, QUICK_OVERRIDES)
     extra: dict[str, dict[str, Any]] = {"data": {"alpha": alpha}, "train": dict(train or {})}
     if malicious:
         extra["faults"] = {"label_flip": list(LABEL_FLIP), "noise": list(NOISE)}
-    raw = _merge(raw, extra)
+    raw = merge_sections(raw, extra)
     return parse_config({**raw, "name": NAME, "seed": seed}, source=f"{NAME} config")
 
 
@@ -280,21 +271,15 @@ def print_report(record: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 rounds of 1 step, no clean runs")
+    """Parse arguments, run, print, write JSON."""
+    parser = study_parser(__doc__, NAME, "smoke run: 3 rounds of 1 step, no clean runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cloud-rounds", type=int, default=None, help="default 6 (quick: 3)")
     parser.add_argument("--local-steps", type=int, default=None, help="default 5 (quick: 1)")
     parser.add_argument("--edge-rounds", type=int, default=None, help="default 1")
     parser.add_argument("--learning-rate", type=float, default=None, help="default 5e-3")
     parser.add_argument("--no-clean", action="store_true", help="skip the runs without malicious devices")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
-    args = parser.parse_args()
-    quiet_transformers()
-    record = run(args)
-    print_report(record)
-    print(f"wrote {write_results(args.out, record)}")
+    run_study(parser, run, print_report)
 
 
 if __name__ == "__main__":

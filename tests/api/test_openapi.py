@@ -37,6 +37,7 @@ CLOUD_ROUTES = {
     ("GET", "/v1/runs/{run_id}/control"),
     ("GET", "/v1/runs/{run_id}/events"),
     ("GET", "/v1/runs/{run_id}/adapters/{version}"),
+    ("GET", "/v1/runs/{run_id}/adapters/{version}/delta"),
     ("GET", "/v1/runs/{run_id}/adapters/{version}/peft/{filename}"),
     ("POST", "/v1/runs/{run_id}/rounds/{round_index}/edge-models"),
     ("POST", "/v1/runs/{run_id}/rounds/{round_index}/reports"),
