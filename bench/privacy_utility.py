@@ -8,7 +8,7 @@ accuracy is the global model's on the held-out split (clean inputs, monolithic).
 columns are read from ``bench/results/privacy_attacks.json`` when it exists (run that script
 first; it attacks exactly what leaves a device at the same cut and rank).
 
-Usage: ``python bench/privacy_utility.py [--quick] [--kappas 0 0.5 1 2 4 8] [--seeds 0] [--threads T]
+Usage: ``python bench/privacy_utility.py [--quick] [--kappas 0 0.5 1 2 4 8] [--rank R] [--seeds 0] [--threads T]
 [--out bench/results/privacy_utility.json]``
 """
 
@@ -39,12 +39,16 @@ NAME = "privacy_utility"
 KAPPAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def study_config(kappa: float, seed: int, quick: bool) -> RunConfig:
-    """The run config of one κ and seed (the sketch study's run, with SS-OP at κ)."""
+def study_config(kappa: float, seed: int, quick: bool, rank: int | None = None) -> RunConfig:
+    """The run config of one κ and seed (the sketch study's run, with SS-OP at κ; ``rank``
+    overrides the subspace rank)."""
     raw = merge_sections(RunConfig().model_dump(mode="json"), OVERRIDES)
     if quick:
         raw = merge_sections(raw, QUICK)
-    raw = merge_sections(raw, {"privacy": {"kappa": kappa, "noise_seed": "run"}})
+    privacy: dict[str, Any] = {"kappa": kappa, "noise_seed": "run"}
+    if rank is not None:
+        privacy["rank"] = rank
+    raw = merge_sections(raw, {"privacy": privacy})
     return parse_config({**raw, "name": f"{NAME}-{kappa}", "seed": seed}, source=f"{NAME} config")
 
 
@@ -71,7 +75,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for seed in seeds:
             print(f"kappa {kappa}, seed {seed} ...", flush=True)
             started = time.perf_counter()
-            result = Simulation.from_config(study_config(kappa, seed, args.quick), run_id=NAME).run()
+            result = Simulation.from_config(
+                study_config(kappa, seed, args.quick, args.rank), run_id=NAME
+            ).run()
             accuracy = [r.test_accuracy for r in result.rounds]
             runs.setdefault(str(kappa), {})[str(seed)] = {
                 "accuracy_per_round": accuracy,
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "wall_s": time.perf_counter() - started,
             }
             print(f"  accuracy {[round(a or 0, 3) for a in accuracy]}", flush=True)
-    first = study_config(args.kappas[0], seeds[0], args.quick)
+    first = study_config(args.kappas[0], seeds[0], args.quick, args.rank)
     recovery = attack_recovery(args.attacks, first.model.head_blocks, first.privacy.rank)
     base = float(np.mean([r["final_accuracy"] for r in runs[str(args.kappas[0])].values()]))
     summary = {}
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "accuracy_points_vs_first": 100.0 * (acc - base),
             "recovery_top1": recovery.get(str(float(kappa)), {}),
         }
-    config = study_config(args.kappas[0], seeds[0], args.quick)
+    config = study_config(args.kappas[0], seeds[0], args.quick, args.rank)
     return {
         "benchmark": NAME,
         "description": "final accuracy across SS-OP kappa, with token recovery of the attacks",
@@ -134,6 +140,7 @@ def main() -> None:
     parser = study_parser(__doc__, NAME, "tiny runs (smoke test of the script)")
     parser.add_argument("--kappas", type=float, nargs="+", default=list(KAPPAS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--rank", type=int, default=None, help="subspace rank (default: the config's)")
     parser.add_argument("--attacks", type=Path, default=RESULTS_DIR / "privacy_attacks.json")
     run_study(parser, run, print_report)
 

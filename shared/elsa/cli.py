@@ -126,15 +126,17 @@ def simulate(
         console.print(f"[red]error[/] {exc.code}: {exc.detail}")
         raise typer.Exit(2) from exc
     table = Table(title=f"run {rid}")
-    for col in ("round", "train loss", "test loss", "accuracy", "MB moved", "wall s"):
+    for col in ("round", "train loss", "test loss", "accuracy", "MB moved", "of which adapters", "wall s"):
         table.add_column(col, justify="right")
     for r in result.rounds:
+        adapters = sum(v for k, v in r.bytes.items() if k.startswith("adapters_"))
         table.add_row(
             str(r.cloud_round),
             _fmt(r.train_loss),
             _fmt(r.test_loss),
             _fmt(r.test_accuracy),
             f"{sum(r.bytes.values()) / 1e6:.1f}",
+            f"{adapters / 1e6:.2f}",
             f"{r.wall_s:.1f}",
         )
     console.print(table)

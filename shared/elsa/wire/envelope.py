@@ -33,7 +33,9 @@ MAX_MAP_LEN: Final = 1 << 16
 """Largest msgpack map accepted (e.g. the number of tensors of one adapter)."""
 
 MAX_REF_DEPTH: Final = 4
-"""How deep inside the body buffer references are searched (body → field → name → payload)."""
+"""How deep inside the body buffer references are searched: deep enough for the deepest tensor of
+any message, a sketch table (body → ``sketches`` → name → sketch → ``table``); a message nesting
+tensors deeper must raise this."""
 
 BUF_KEY: Final = "$buf"
 """Key of a buffer reference in a frame-stream header."""
