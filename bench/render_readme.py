@@ -472,8 +472,11 @@ def render_sketch_compression(r: dict[str, Any]) -> list[str]:
     sk = p["sketch"]
     return [
         f"{p['devices']} devices, {p['edges']} edges, Dirichlet α = {p['alpha']}, first "
-        f"{p['max_train_examples']} training examples; {p['cloud_rounds']} cloud rounds × {p['edge_rounds']} "
-        f"edge rounds × {p['local_steps']} steps, batch {p['batch_size']} × {p['max_length']} tokens, lr "
+        f"{p['max_train_examples']} training examples; "
+        + "; ".join(
+            f"{d}: {c} cloud rounds × {e} edge rounds × {s} steps" for d, (c, e, s) in p["schedule"].items()
+        )
+        + f", batch {p['batch_size']} × {p['max_length']} tokens, lr "
         f"{p['learning_rate']}; SS-OP off; seeds {', '.join(str(x) for x in p['seeds'])}. Default sketch: "
         f"{sk['rows']} rows, {sk['compression']:g} elements per cell, {sk['dtype']} tables, {sk['estimator']} "
         f"decode, error feedback {'on' if sk['error_feedback'] else 'off'}. Adapter bytes = every adapter "

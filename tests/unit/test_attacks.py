@@ -261,7 +261,7 @@ def test_noise_streams_differ_between_device_and_attacker() -> None:
 def test_study_kappas_default_includes_the_configs_kappa() -> None:
     config = parse_config({"privacy": {"kappa": 3.0}})
     assert study_kappas(config) == tuple(sorted({*DEFAULT_KAPPAS, 3.0}))
-    assert study_kappas(RunConfig()) == DEFAULT_KAPPAS  # the default kappa 1 is in the list
+    assert study_kappas(RunConfig()) == DEFAULT_KAPPAS  # the default kappa (0, off) is in the list
     assert study_kappas(config, [4, 0, 4]) == (0.0, 4.0)
     with pytest.raises(ConfigError):
         study_kappas(config, [0.0, -2.0])

@@ -16,7 +16,7 @@ from elsa.runtime.config import parse_config
 from elsa.runtime.privacy import RunPrivacy
 from elsa.runtime.probing import load_probes
 
-CONFIG = parse_config({"control": {"num_probes": 64}, "train": {"max_length": 32}})
+CONFIG = parse_config({"control": {"num_probes": 64}, "train": {"max_length": 32}, "privacy": {"kappa": 1.0}})
 
 _OTHER_NODE = """
 import torch
@@ -25,7 +25,7 @@ from elsa.runtime.config import parse_config
 from elsa.runtime.privacy import RunPrivacy
 from elsa.runtime.probing import load_probes
 from elsa.runtime.simulation import load_run_model
-config = parse_config({"control": {"num_probes": 64}, "train": {"max_length": 32}})
+config = parse_config({"control": {"num_probes": 64}, "train": {"max_length": 32}, "privacy": {"kappa": 1.0}})
 model = load_run_model(config, 5)
 print(RunPrivacy(model, load_probes(model, config), config).digest(1))
 """
@@ -72,7 +72,9 @@ def test_device_noise_is_orthogonal_to_u_and_kappa_0_is_off(
     assert float(added.norm()) > 0.5 * float(orthogonal_component(acts, u).norm())
     torch.testing.assert_close(orthogonal_component(added, u), added, atol=1e-4, rtol=1e-4)
     # streams are independent: drawing "eval" noise does not change the next "train" draw
-    reproducible = parse_config({**CONFIG.model_dump(mode="json"), "privacy": {"noise_seed": "run"}})
+    reproducible = parse_config(
+        {**CONFIG.model_dump(mode="json"), "privacy": {"kappa": 1.0, "noise_seed": "run"}}
+    )
     run_privacy = RunPrivacy(minilm_model, probes, reproducible)
     a, b = run_privacy.noise(1, 3), run_privacy.noise(1, 3)
     assert a is not None and b is not None
