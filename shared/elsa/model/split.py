@@ -165,6 +165,10 @@ class SplitModel:
         self.task_model = task_model
         self._cuts: dict[tuple[int, int], Segments] = {}
         self._whole = TailSegment(task_model, 0)
+        #: the adapter as initialised (kept: evaluation and export load other states into the
+        #: shared live parameters, and every node must derive version 0 and the SS-OP subspaces
+        #: from the same initial adapter)
+        self._initial = self._whole.live_state()
 
     @property
     def num_blocks(self) -> int:
@@ -190,8 +194,9 @@ class SplitModel:
         return self._whole.trainable_keys()
 
     def initial_state(self) -> AdapterState:
-        """The adapter state the model was initialised with (detached copies)."""
-        return self._whole.live_state()
+        """The adapter state the model was initialised with (fresh copies; unaffected by
+        :meth:`load_state`)."""
+        return {k: v.clone() for k, v in self._initial.items()}
 
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Copy a full adapter state into the shared model's live parameters (for export/eval).
