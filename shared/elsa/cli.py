@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,10 +37,22 @@ def version() -> None:
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _local_job(threads: int | None) -> None:
+    """Set up a command that computes in this process: warnings-only logging, quiet libraries,
+    ``threads`` torch CPU threads (None: torch's default)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
@@ -57,16 +70,11 @@ def simulate(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: all cores)")] = None,
 ) -> None:
     """Run a fine-tuning job in the simulation runtime (all tiers in one process)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
-    import torch
-
+    _local_job(threads)
     from elsa.runtime.config import RunConfig, load_config
     from elsa.runtime.report import plot_rounds, write_metrics
     from elsa.runtime.simulation import Simulation
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     try:
         cfg = load_config(config) if config is not None else RunConfig()
         rid = run_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -361,17 +369,12 @@ def attack(
     # The attacker sees what a device sends at the lower cut (model.head_blocks) and knows the
     # base model, the public subspace U (privacy.rank) and kappa; it trains its inversions on
     # public text perturbed with its own noise draws. Special tokens are not scored.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    _local_job(threads)
     import json
-
-    import torch
 
     from elsa.runtime.attack_study import attack_cut, prepare_attack_study, study_kappas
     from elsa.runtime.config import RunConfig, load_config
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     try:
         cfg = load_config(config) if config is not None else RunConfig()
         kappas = study_kappas(cfg, [*(kappa or []), *_extra_kappas(list(ctx.args), kappa)])
