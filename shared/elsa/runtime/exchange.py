@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from elsa.errors import AdapterMismatchError
+from elsa.errors import AdapterMismatchError, NotFoundError
+from elsa.infra.http import CloudClient
 from elsa.model.adapters import AdapterState
 from elsa.params import SketchParams, WireDType
 from elsa.perturb import perturb_state_delta
@@ -36,16 +37,11 @@ from elsa.wire import AdapterBroadcast, AdapterUpdate, from_payload, state_to_pa
 __all__ = [
     "DeltaSender",
     "broadcast_message",
+    "catch_up",
     "read_broadcast",
     "read_update",
-    "state_change",
     "update_message",
 ]
-
-
-def state_change(state: Mapping[str, torch.Tensor], start: Mapping[str, torch.Tensor]) -> AdapterState:
-    """``state − start`` for every key of ``state`` (float32, detached; inputs not mutated)."""
-    return {k: state[k].detach().to(torch.float32) - start[k].detach().to(torch.float32) for k in state}
 
 
 class DeltaSender:
@@ -155,3 +151,28 @@ def read_broadcast(
             raise AdapterMismatchError(f"broadcast holds a key the model does not have: {key}")
         out[key] = from_payload(payload, dtype=torch.float32, expected_shape=tuple(base[key].shape))
     return out
+
+
+def catch_up(
+    cloud: CloudClient,
+    run_id: str,
+    version: int,
+    held: tuple[int, AdapterState],
+    initial: AdapterState,
+    config: RunConfig,
+) -> tuple[tuple[int, AdapterState], int]:
+    """Bring a node's held global adapter ``(version, state)`` to ``version``; returns the new
+    held pair and the bytes read. Holding the version before, the node applies the cloud's merged
+    sketch (bit-identical to the cloud's aggregate); otherwise, or when the cloud has no sketch
+    for it, it downloads the version whole (keys it lacks keep ``initial``)."""
+    held_version, state = held
+    if version == held_version:
+        return held, 0
+    if version == held_version + 1:
+        try:
+            message, nbytes = cloud.global_delta(run_id, version)
+            return (version, read_broadcast(message, state, config.sketch_params(), config.seed)), nbytes
+        except NotFoundError:
+            pass  # e.g. a version stored before sketches were kept: fetch it whole
+    full, nbytes = cloud.global_adapter_sized(run_id, version)
+    return (version, {**initial, **full}), nbytes

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from elsa.errors import ConflictError
-from elsa.model.adapters import AdapterState, select
+from elsa.model.adapters import AdapterState, select, state_delta
 from elsa.model.split import Segments
 from elsa.model.training import Batch, CutLink, DeviceStepper, Outgoing, task_loss
 from elsa.params import TrainParams
-from elsa.runtime.exchange import DeltaSender, state_change
+from elsa.runtime.exchange import DeltaSender
 from elsa.sketch import SketchedState
 
 
@@ -139,7 +139,7 @@ class DeviceNode:
         """The sketched delta of this exchange's training (trained − :attr:`base`)."""
         if self.sender is None:
             raise ConflictError(f"device {self.device_id} has no update sender")
-        return self.sender.compress(state_change(self.stepper.state, self.base), round_index)
+        return self.sender.compress(state_delta(self.stepper.state, self.base), round_index)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from elsa.errors import AdapterMismatchError, ConflictError, NotFoundError
-from elsa.model.adapters import AdapterState, select
+from elsa.model.adapters import AdapterState, select, state_delta
 from elsa.model.split import Segments
 from elsa.model.training import EdgeStepper
 from elsa.params import SketchParams, TrainParams
@@ -150,7 +150,7 @@ class EdgeRound:
         """Submit a trained head/tail *state*: its delta from the cluster's model, sketched here
         without error feedback (tests and tools; devices sketch with feedback themselves)."""
         base = self.latest(self.cluster(device_id))
-        delta = {k: state[k].detach().to(torch.float32) - base[k] for k in state}
+        delta = state_delta({k: v.to(torch.float32) for k, v in state.items()}, base)
         self.submit(
             device_id, edge_round, sketch_state(delta, self.sketch, self.round_index, self.seed), num_examples
         )
@@ -186,7 +186,7 @@ class EdgeRound:
             prev_merged = {} if last is None else self.merged[last][cluster]
             prev_exact = {} if last is None else self.exact[last][cluster]
             base = self.latest(cluster)
-            live = [(d, self.weight(d)) for d in members if self.weight(d) > 0]
+            live = [(d, w) for d in members if (w := self.weight(d)) > 0]
             totals: dict[str, float] = {}
             for device_id, w in live:
                 for key in (*got[device_id].delta, *self.sessions[device_id].state):

@@ -23,7 +23,7 @@ from elsa.model.split import SplitModel
 from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.control import probe_message
-from elsa.runtime.exchange import read_broadcast, update_message
+from elsa.runtime.exchange import catch_up, read_broadcast, update_message
 from elsa.runtime.nodes import DeviceData, DeviceNode, evaluate_device
 from elsa.runtime.privacy import RunPrivacy
 from elsa.runtime.probing import load_probes, probe_report, public_basis
@@ -182,26 +182,6 @@ class DeviceAgent:
         footprint = ModelFootprint(run_id=run_id, **asdict(model_profile(run.model, run.config)))
         self._probe_edges(footprint, block_s)
 
-    def _global_model(self, run: DeviceRun, run_id: str, version: int) -> int:
-        """Bring ``run.global_model`` to ``version``: apply the cloud's merged sketch when this
-        device holds the version before, else download the full version. Returns bytes read."""
-        if version == run.global_version:
-            return 0
-        params, seed = run.config.sketch_params(), run.config.seed
-        if version == run.global_version + 1:
-            try:
-                message, nbytes = self.cloud.global_delta(run_id, version)
-                run.global_model = read_broadcast(message, run.global_model, params, seed)
-                run.global_version = version
-                return nbytes
-            except NotFoundError:
-                logger.info(
-                    "no sketched delta for this version; fetching it whole", extra={"version": version}
-                )
-        full, nbytes = self.cloud.global_adapter_sized(run_id, version)
-        run.global_model, run.global_version = {**run.model.initial_state(), **full}, version
-        return nbytes
-
     def _open_session(
         self, edge: EdgeClient, run_id: str, round_index: int, device_id: str, token: str
     ) -> str:
@@ -232,7 +212,14 @@ class DeviceAgent:
             device.resplit(
                 run.model.segments(split), run.model.initial_state(), config.train_params(), outgoing
             )
-        cloud_bytes = self._global_model(run, run_id, task.version or 0)
+        (run.global_version, run.global_model), cloud_bytes = catch_up(
+            self.cloud,
+            run_id,
+            task.version or 0,
+            (run.global_version, run.global_model),
+            run.model.initial_state(),
+            config,
+        )
         device.start_round(run.global_model)
         edge = EdgeClient(task.edge_url, timeout_s=300.0)
         try:

@@ -8,13 +8,13 @@ import threading
 import time
 from typing import Any
 
-from elsa.errors import ElsaError, NotFoundError, UnavailableError
+from elsa.errors import ElsaError, UnavailableError
 from elsa.infra.http import CloudClient
 from elsa.model.adapters import AdapterState
 from elsa.model.split import SplitModel
 from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig, parse_config
-from elsa.runtime.exchange import DeltaSender, read_broadcast, update_message
+from elsa.runtime.exchange import DeltaSender, catch_up, update_message
 from elsa.runtime.profile import measure_block_step_s
 from elsa.runtime.rounds import EdgeRound
 from elsa.runtime.simulation import load_run_model
@@ -145,22 +145,13 @@ class EdgeWorker:
         )
 
     def global_model(self, run_id: str, config: RunConfig, model: SplitModel, version: int) -> AdapterState:
-        """The global adapter ``version`` of a run (every key): the held version plus the cloud's
-        merged sketch when this edge holds the version before, else downloaded whole."""
-        held_version, held = self.state.globals.get(run_id, (0, model.initial_state()))
-        if version != held_version:
-            fetched = None
-            if version == held_version + 1:
-                try:
-                    message, _ = self.cloud.global_delta(run_id, version)
-                    fetched = read_broadcast(message, held, config.sketch_params(), config.seed)
-                except NotFoundError:
-                    logger.info("no sketched delta; fetching the version whole", extra={"version": version})
-            if fetched is None:
-                fetched = {**model.initial_state(), **self.cloud.global_adapter(run_id, version)}
-            held_version, held = version, fetched
-            self.state.globals[run_id] = (held_version, held)
-        return {k: v.clone() for k, v in held.items()}
+        """The global adapter ``version`` of a run (every key; a copy of what this edge holds)."""
+        initial = model.initial_state()
+        held, _ = catch_up(
+            self.cloud, run_id, version, self.state.globals.get(run_id, (0, initial)), initial, config
+        )
+        self.state.globals[run_id] = held
+        return {k: v.clone() for k, v in held[1].items()}
 
     def report_block_step(self, block_s: float) -> None:
         """Tell the cloud this edge's per-block step time, for split planning (DESIGN §2.2)."""
