@@ -141,11 +141,11 @@ class Coordinator:
         plane = await load_plane(self.state, self.run_id, config)
         assignment, plans = self._plan(config, plane, edges, devices)
         device_by_id = {d.node_id: d for d in devices}
+        self.state.uploads[(self.run_id, round_index)] = {}  # collect before anyone hears of the round
+        self.state.probes[(self.run_id, round_index)] = {}  # (the assignment is public)
         await live.set_assignment(self.run_id, assignment)
         await persist(self.state, self.run_id, round_index, plane, assignment)
         await store.start_round(self.run_id, round_index, now())
-        self.state.uploads[(self.run_id, round_index)] = {}  # collect before anyone hears of the round
-        self.state.probes[(self.run_id, round_index)] = {}
         fingerprint = plane.fingerprint_round(round_index)
         await store.set_run_state(self.run_id, "running", current_round=round_index, updated_at=now())
         latest = await store.latest_adapter_version(self.run_id)
