@@ -7,16 +7,21 @@ name (``bench/`` is the script's directory, hence on ``sys.path``).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 from rich.console import Console
@@ -24,6 +29,8 @@ from rich.table import Table
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPO_ROOT = Path(__file__).parent.parent
+#: prefix of the one stdout line in which a measuring child process hands back its JSON result
+RESULT_PREFIX = "RESULT "
 
 
 def usable_cores() -> int:
@@ -98,6 +105,56 @@ def quartiles(values: Sequence[float]) -> tuple[float, float]:
         return float(values[0]), float(values[0])
     q = statistics.quantiles(values, n=4, method="inclusive")
     return float(q[0]), float(q[2])
+
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
+    """Least-squares y = slope * x + intercept, with R² (keys ``slope_bytes_per_device``,
+    ``intercept_bytes``, ``r2``: the memory studies fit bytes against device counts)."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    slope, intercept = np.polyfit(xs, ys, 1)
+    pred = slope * xs + intercept
+    ss_res = float(((ys - pred) ** 2).sum())
+    ss_tot = float(((ys - ys.mean()) ** 2).sum())
+    return {
+        "slope_bytes_per_device": float(slope),
+        "intercept_bytes": float(intercept),
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0,
+    }
+
+
+def malloc_trim() -> bool:
+    """Return freed heap pages to the OS (glibc only); True when it ran."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def process_memory(proc: psutil.Process) -> dict[str, int | None]:
+    """This process's memory as the memory studies read it: RSS after ``gc.collect()``, RSS after
+    ``malloc_trim(0)`` as well (None where glibc is absent), and USS (bytes)."""
+    gc.collect()
+    rss = int(proc.memory_info().rss)
+    trimmed = int(proc.memory_info().rss) if malloc_trim() else None
+    return {"rss_bytes": rss, "rss_bytes_trimmed": trimmed, "uss_bytes": int(proc.memory_full_info().uss)}
+
+
+def run_result_child(cmd: Sequence[str], label: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run a measuring child process; returns the JSON of its last ``RESULT`` stdout line.
+
+    Exits (SystemExit naming ``label`` with the end of its stderr) if the child fails.
+    """
+    done = subprocess.run(list(cmd), capture_output=True, text=True, check=False, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"child for {label} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    return result
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -19,40 +19,32 @@ Usage: ``python bench/device_memory.py [--quick] [--devices 2 8 16 32] [--repeat
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
-from benchkit import RESULTS_DIR, machine_info, print_table, set_torch_threads, write_results
+from benchkit import (
+    RESULT_PREFIX,
+    RESULTS_DIR,
+    fit_line,
+    machine_info,
+    print_table,
+    process_memory,
+    run_result_child,
+    set_torch_threads,
+    write_results,
+)
 
 NAME = "device_memory"
-RESULT_PREFIX = "RESULT "
 MIB = 2**20
 
 
 # ----------------------------------------------------------------------------- child process
-
-
-def _malloc_trim() -> bool:
-    """Return freed heap pages to the OS (glibc only); True when it ran."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 def measure_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,10 +93,7 @@ def measure_child(args: argparse.Namespace) -> dict[str, Any]:
         trained.append(str(fields["device"]))
         if len(trained) < n:
             return
-        gc.collect()
-        measured["rss_bytes"] = proc.memory_info().rss
-        measured["rss_bytes_trimmed"] = proc.memory_info().rss if _malloc_trim() else None
-        measured["uss_bytes"] = proc.memory_full_info().uss
+        measured.update(process_memory(proc))
         measured["adam_param_states_devices"] = sum(len(d.stepper.optimizer.state) for d in sim.devices)
 
     sim.run(on_event)
@@ -152,26 +141,7 @@ def run_child(n: int, args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
     env = {**os.environ, **dict(item.split("=", 1) for item in args.child_env)}
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"child for N={n} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
-    return result
-
-
-def fit_line(x: list[float], y: list[float]) -> dict[str, float]:
-    """Least-squares y = slope * x + intercept, with R²."""
-    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    slope, intercept = np.polyfit(xs, ys, 1)
-    pred = slope * xs + intercept
-    ss_res = float(((ys - pred) ** 2).sum())
-    ss_tot = float(((ys - ys.mean()) ** 2).sum())
-    return {
-        "slope_bytes_per_device": float(slope),
-        "intercept_bytes": float(intercept),
-        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0,
-    }
+    return run_result_child(cmd, f"N={n}", env)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

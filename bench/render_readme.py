@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -561,6 +562,246 @@ def render_privacy_utility(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def render_scale(r: dict[str, Any]) -> list[str]:
+    d, s = r["devices"], r["sessions"]
+    dp, sp = d["params"], s["params"]
+    ref = d["reference"]
+    device_rows = [
+        [
+            "1 (reference)",
+            str(ref["edges"]),
+            str(len(ref["round_s"])),
+            f"{ref['rss_bytes'] / MIB:.1f}",
+            "–",
+            " / ".join(f"{x:.1f}" for x in ref["round_s"]),
+            f"{statistics.median(ref['round_s']):.2f}",
+            "–",
+        ]
+    ]
+    for row, sample in zip(d["rows"], d["samples"], strict=True):
+        device_rows.append(
+            [
+                str(row["devices"]),
+                str(row["edges"]),
+                str(row["rounds_timed"]),
+                f"{row['rss_mib']:.1f}",
+                f"**{_num(row['mib_per_device'], '.2f')}**",
+                " / ".join(f"{x:.1f}" for x in sample["round_s"]),
+                f"{row['s_per_round']:.2f}",
+                f"**{row['s_per_device_step']:.3f}**",
+            ]
+        )
+    fits = d["fits"]
+    session_rows = [
+        [
+            str(lv["clients"]),
+            str(lv["steps"]),
+            _num(lv["step_ms"]["p50"], ".0f"),
+            _num(lv["step_ms"]["p99"], ".0f"),
+            _num(lv["http_ms"]["p50"], ".0f"),
+            _num(lv["http_ms"]["p99"], ".0f"),
+            f"{lv['steps_per_s']:.2f}",
+            f"**{lv['errors']}**",
+            f"{lv['edge_rss_bytes'] / MIB:.0f}",
+            f"{100 * lv['edge_cpu_s'] / lv['wall_s']:.0f}" if lv["wall_s"] > 0 else "–",
+        ]
+        for lv in s["levels"]
+    ]
+    requests = sum(lv["requests"] for lv in s["levels"])
+    truncated = sum(lv["truncated_clients"] for lv in s["levels"])
+    figures = (r.get("report") or {}).get("figures", [])
+    return [
+        f"**Devices in one process.** {dp['devices_per_edge']} devices per edge (1 edge below 10 devices), "
+        f"IID, {dp['examples_per_device']} training examples per device; per cloud round "
+        f"{dp['edge_rounds']} edge round × {dp['local_steps']} local step of batch {dp['batch_size']} × "
+        f"{dp['max_length']} tokens per device, control plane on ({dp['num_probes']} probe sentences per "
+        "device report), no evaluation. One process per N; RSS read after `gc.collect()` right after the "
+        "last device's step of cloud round 1; *MiB per added device* = (RSS(N) − RSS(1)) ÷ (N − 1). Round "
+        f"time = wall time of `Simulation.run_cloud_round` (medians over the rounds timed; at most "
+        f"{dp['rounds']} per N within a {dp['budget_s']:.0f} s budget for this part); *s per device-step* "
+        "= s per round ÷ (N × steps per device): training, probe report, sketching and aggregation.",
+        "",
+        *md_table(
+            [
+                "devices N",
+                "edges",
+                "rounds timed",
+                "RSS MiB",
+                "MiB per added device",
+                "s per round (each)",
+                "s per round (median)",
+                "s per device-step",
+            ],
+            device_rows,
+        ),
+        "",
+        f"Least-squares fits over every N: RSS {fits['rss']['slope_bytes_per_device'] / MIB:.2f} MiB per device "
+        f"(R² {fits['rss']['r2']:.3f}; after malloc_trim {fits['rss_trimmed']['slope_bytes_per_device'] / MIB:.2f}); "
+        f"round time {fits['round_s']['s_per_added_device']:.3f} s per added device + "
+        f"{fits['round_s']['fixed_s']:.2f} s (R² {fits['round_s']['r2']:.3f}).",
+        "",
+        f"**Concurrent split sessions on one edge.** A real cloud and one edge process on loopback "
+        f"({r['machine']['torch_threads']} torch thread(s) in the edge and in this process); C client threads "
+        f"in this process each open a split session and run {sp['warmup_steps']} warm-up + "
+        f"{sp['steps_per_client']} timed steps of `DeviceStepper.step` through `HttpCutLink` (batch "
+        f"{sp['batch_size']} × {sp['max_length']}, cut h{sp['split'][0]}/t{sp['split'][1]}, "
+        f"{sp['transport_dtype']} cut tensors). *Step* = the whole split step as the device sees it (its own "
+        "head/tail compute included); *HTTP* = its forward + backward exchanges. Errors = non-2xx answers "
+        f"+ requests without an answer; {requests:,} requests in all, {truncated} client(s) stopped by the "
+        f"{sp['max_level_s']:.0f} s cap per level. Edge CPU % = the edge process's CPU time ÷ the level's "
+        "wall time.",
+        "",
+        *md_table(
+            [
+                "clients C",
+                "steps timed",
+                "p50 step ms",
+                "p99 step ms",
+                "p50 HTTP ms",
+                "p99 HTTP ms",
+                "steps/s (all clients)",
+                "errors",
+                "edge RSS MiB",
+                "edge CPU %",
+            ],
+            session_rows,
+        ),
+        *([""] + [f"![{f['title']}](results/{f['file']})" for f in figures] if figures else []),
+    ]
+
+
+def render_decoder_llm(r: dict[str, Any]) -> list[str]:
+    p, s = r["params"], r["summary"]
+    before, after = s["held_out_before"], s["held_out_after"]
+    loss_rows = [
+        ["held-out loss, all answers", f"{before['loss']:.3f}", f"**{after['loss']:.3f}**"],
+        [
+            "held-out answer-token accuracy",
+            f"{before['token_accuracy']:.3f}",
+            f"{after['token_accuracy']:.3f}",
+        ],
+    ]
+    for kind, k in before["per_kind"].items():
+        a = after["per_kind"][kind]
+        loss_rows.append([f"held-out loss, {kind} answers", f"{k['loss']:.3f}", f"{a['loss']:.3f}"])
+        loss_rows.append(
+            [
+                f"held-out token accuracy, {kind} answers",
+                f"{k['token_accuracy']:.3f}",
+                f"{a['token_accuracy']:.3f}",
+            ]
+        )
+    loss_rows.append(
+        [
+            "training loss, mean of first / last quarter of steps",
+            f"{s['loss_first_quarter_mean']:.3f}",
+            f"{s['loss_last_quarter_mean']:.3f}",
+        ]
+    )
+    step = s["step_ms_median"]
+    phases = s["phases_median_ms"]
+    time_rows = [[name, f"{ms:.1f}", f"{100 * ms / step:.1f}"] for name, ms in phases.items()]
+    time_rows += [
+        [f"*{name}*", f"{ms:.1f}", f"{100 * ms / step:.1f}"] for name, ms in s["segments_median_ms"].items()
+    ]
+    time_rows.append(["**step** (median)", f"**{step:.1f}**", "100.0"])
+    wire = sum(r["wire_bytes_per_step"].values())
+    figures = r.get("report", {}).get("figures", [])
+    return [
+        f"{p['model']}, cut h{p['split']['head_blocks']}/t{p['split']['tail_blocks']} of {p['num_blocks']} blocks, "
+        f"LoRA rank {p['lora']['rank']}, {p['wire_dtype']} cut tensors through the wire codec; {p['steps']} steps "
+        f"of batch {p['batch_size']} × {p['seq_len']} tokens (training examples: "
+        + ", ".join(f"{n} {k}" for k, n in p["train_examples_by_kind"].items())
+        + f"), AdamW lr {p['learning_rate']}. Loss = causal-LM cross-entropy on the answer tokens + EOS; "
+        f"held-out = {before['examples']} examples from unseen articles ({before['answer_tokens']} answer tokens).",
+        "",
+        *md_table(["measure", "before training", "after training"], loss_rows),
+        "",
+        f"Split step by phase (median ms over steps {p['warmup_steps_excluded_from_timing'] + 1}–{p['steps']}; "
+        "*codec* = cast + msgpack encode + decode of the exchange's two messages; the phase medians need "
+        "not add up to the step median):",
+        "",
+        *md_table(["phase", "median ms", "% of step"], time_rows),
+        "",
+        f"Throughput: {s['token_positions_per_s']:.0f} token positions/s, {s['real_tokens_per_s']:.0f} real "
+        f"(non-padding) tokens/s ({100 * s['real_token_fraction']:.0f} % of positions); "
+        f"{wire / 1e6:.2f} MB on the wire per step; training {s['train_wall_s']:.0f} s in all.",
+        "",
+        "Training loss per step: " + " ".join(f"{x['loss']:.2f}" for x in r["steps"]) + ".",
+        *([""] + [f"![{f['title']}](results/{f['file']})" for f in figures] if figures else []),
+    ]
+
+
+def render_gpu(r: dict[str, Any]) -> list[str]:
+    d = r["device"]
+    lines = []
+    if not r.get("gpu_measurement"):
+        lines += [f"**{r['measurement']}** — the numbers below say nothing about GPU throughput.", ""]
+    else:
+        lines += [
+            f"GPU: {d['name']} ({d['memory_gib']} GiB, compute capability {d['capability']}, CUDA {d['cuda']}).",
+            "",
+        ]
+    models = r["models"]
+    rows = []
+    for name, m in models.items():
+        res = m["results"]
+        target = m.get("target")
+        met = "–" if m.get("meets_target") is None else ("yes" if m["meets_target"] else "**no**")
+        rows.append(
+            [
+                name,
+                f"{m['batch_size']} × {m['seq_len']}",
+                f"{res['monolithic']['median_ms']:.1f}",
+                f"{res['split_http']['median_ms']:.1f}",
+                f"**{m['throughput_ratio_split_over_monolithic']:.3f}**",
+                "–" if target is None else f"≥ {target:.2f}",
+                met,
+            ]
+        )
+    p = r["params"]
+    lines += [
+        f"Cut h1/t1, LoRA rank {p['lora_rank']}, {p['precision']}, {p['wire_dtype']} cut tensors; "
+        f"{p['warmup_steps']} warm-up steps per variant, then {p['repeats']} interleaved repeats × "
+        f"{p['steps_per_repeat']} steps (medians).",
+        "",
+        *md_table(
+            [
+                "model",
+                "batch",
+                "monolithic ms/step",
+                "split over HTTP ms/step",
+                "split ÷ mono throughput",
+                "target",
+                "met",
+            ],
+            rows,
+        ),
+        "",
+        "Split step breakdown (median ms over the instrumented steps; transfers summed over both sides of both "
+        "exchanges; *http* = round trips minus the edge's own work):",
+        "",
+    ]
+    first = next(iter(models.values()))
+    parts = [k for k in first["phases_median_ms"] if "." not in k]
+    lines += md_table(
+        ["part", *models], [[k, *(f"{m['phases_median_ms'][k]:.2f}" for m in models.values())] for k in parts]
+    )
+    return lines
+
+
+def render_gpu_missing() -> list[str]:
+    return [
+        "_Generated by `bench/render_readme.py`: `bench/results/gpu.json` does not exist._",
+        "",
+        "Not measured on this machine (no CUDA device). Run `bench/gpu.py` on a GPU machine and re-render.",
+    ]
+
+
 RENDERERS: dict[str, Renderer] = {
     "http_overhead": render_http_overhead,
     "split_overhead": render_split_overhead,
@@ -574,7 +815,13 @@ RENDERERS: dict[str, Renderer] = {
     "sketch_compression": render_sketch_compression,
     "privacy_attacks": render_privacy_attacks,
     "privacy_utility": render_privacy_utility,
+    "scale": render_scale,
+    "decoder_llm": render_decoder_llm,
+    "gpu": render_gpu,
 }
+
+#: what a block shows when its result file does not exist (blocks not listed are left as they are)
+MISSING_RENDERERS: dict[str, Callable[[], list[str]]] = {"gpu": render_gpu_missing}
 
 
 def render_block(name: str, record: dict[str, Any]) -> str:
@@ -596,9 +843,14 @@ def render_readme(text: str, results_dir: Path) -> tuple[str, list[str]]:
         path = results_dir / f"{name}.json"
         pattern = re.compile(rf"(<!-- results:{name} -->)(.*?)(<!-- /results:{name} -->)", re.DOTALL)
         match = pattern.search(text)
-        if not path.is_file() or match is None:
+        if match is None:
             continue
-        block = render_block(name, json.loads(path.read_text(encoding="utf-8")))
+        if path.is_file():
+            block = render_block(name, json.loads(path.read_text(encoding="utf-8")))
+        elif name in MISSING_RENDERERS:
+            block = "\n" + "\n".join(MISSING_RENDERERS[name]()) + "\n"
+        else:
+            continue
         text = text[: match.start(2)] + block + text[match.end(2) :]
         rendered.append(name)
     return text, rendered

@@ -423,6 +423,37 @@ def attack(
         console.print(f"results: {json_out}")
 
 
+@app.command()
+def report(
+    path: Annotated[
+        Path,
+        typer.Argument(help="a run folder, its metrics.json, or a study result JSON with a 'report' key"),
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="folder for the markdown and PNGs (default: the JSON's folder)")
+    ] = None,
+) -> None:
+    """Render results as markdown with PNG figures, and print the markdown.
+
+    \b
+    elsa report runs/RUN_ID
+        a run folder of `elsa simulate` (or `elsa demo`): report.md, metrics.png, bytes.png
+    elsa report bench/results/NAME.json --out DIR
+        a study result with a "report" key: NAME.md and its figures (default: next to the JSON)
+    """
+    from rich.markup import escape
+
+    from elsa.runtime.report import render_path
+
+    try:
+        md_path, markdown = render_path(path, out)
+    except ElsaError as exc:
+        console.print(f"[red]error[/] {exc.code}: {escape(exc.detail)}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    typer.echo(markdown)
+    typer.echo(f"report: {md_path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

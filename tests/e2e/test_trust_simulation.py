@@ -38,7 +38,9 @@ def test_hostile_devices_are_quarantined_and_honest_ones_are_not() -> None:
                 "edge_rounds": 2,
                 "cloud_rounds": 5,
             },
-            "control": {"num_probes": 64},  # trust_temperature 0.05, tau_min 0.5, beta 0.7
+            "control": {
+                "num_probes": 64
+            },  # trust_temperature 0.05, relative evidence, tau_min 0.75, beta 0.7
             "faults": {"label_flip": [1], "noise": [4]},
             # exact adapter exchanges: merged in sketch space, the noise device's huge delta spreads
             # collision noise over its whole cluster's model and its honest edge-mates lose trust

@@ -380,3 +380,39 @@ def test_privacy_utility_quick(tmp_path: Path) -> None:
         for top1 in s["recovery_top1"].values():  # read from the committed attack study
             assert 0.0 <= top1 <= 1.0
     assert r["summary"]["0.0"]["accuracy_points_vs_first"] == 0.0
+
+
+def test_scale_quick(tmp_path: Path) -> None:
+    r = _run_quick("scale.py", tmp_path / "scale.json")
+    _check_machine(r)
+    assert r["params"]["quick"] is True
+    devices, sessions = r["devices"], r["sessions"]
+    assert [row["devices"] for row in devices["rows"]] == devices["params"]["devices"] == [4, 8]
+    assert devices["reference"]["devices"] == 1
+    for row, sample in zip(devices["rows"], devices["samples"], strict=True):
+        # measured after every device stepped: one AdamW state per device adapter tensor
+        assert sample["adam_param_states_devices"] == row["devices"] * sample["device_keys"]
+        assert row["rss_mib"] > 0
+        assert row["mib_per_device"] > 0
+        assert 1 <= row["rounds_timed"] == len(sample["round_s"]) <= devices["params"]["rounds"]
+        assert row["s_per_round"] > 0
+        assert row["s_per_device_step"] == pytest.approx(row["s_per_round"] / row["devices"])
+    assert [level["clients"] for level in sessions["levels"]] == sessions["params"]["clients"] == [1, 4]
+    for level in sessions["levels"]:
+        assert level["errors"] == 0, level["client_errors"]
+        assert level["client_errors"] == []
+        assert set(level["status_counts"]) == {"200"}
+        # one session open + forward and backward per warm-up and timed step, per client
+        steps = sessions["params"]["warmup_steps"] + sessions["params"]["steps_per_client"]
+        assert level["requests"] == level["clients"] * (1 + 2 * steps)
+        assert level["steps"] == level["clients"] * sessions["params"]["steps_per_client"]
+        assert 0 < level["step_ms"]["p50"] <= level["step_ms"]["p99"]
+        assert 0 < level["http_ms"]["p50"] < level["step_ms"]["max"]
+        assert level["steps_per_s"] > 0
+    report = r["report"]
+    assert {t["title"] for t in report["tables"]} == {
+        "Devices simulated in one process",
+        "Concurrent split sessions on one edge",
+    }
+    for figure in report["figures"]:
+        assert (tmp_path / figure["file"]).stat().st_size > 0  # the PNG was written next to the JSON

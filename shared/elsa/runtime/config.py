@@ -94,12 +94,23 @@ class ControlSection(_Section):
     )
     trust: bool = Field(True, description="weight aggregation by prediction-consistency trust")
     trust_beta: float = Field(0.7, ge=0, lt=1, description="EMA factor: trust = beta*old + (1-beta)*evidence")
-    tau_min: float = Field(0.5, ge=0, le=1, description="trust below this quarantines a device")
+    tau_min: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="trust below this quarantines a device (0.75 with relative evidence: it agrees "
+        "with its peers a quarter less than they agree with each other; ~0.5 suits absolute)",
+    )
     trust_temperature: float = Field(
         0.05, gt=0, le=1, description="probe predictions are tempered p^(1/T) before JS (1 = raw)"
     )
     trust_singleton: Literal["trusted", "population"] = Field(
         "population", description="consensus for a device alone in its cluster"
+    )
+    trust_evidence: Literal["relative", "absolute"] = Field(
+        "relative",
+        description="relative: evidence / median evidence of the cluster (an honest majority scores "
+        "~1 however non-IID); absolute: 1 - mean JS as is",
     )
     assignment: Literal["latency", "balanced", "random"] = Field(
         "latency",
@@ -117,6 +128,13 @@ class FaultsSection(_Section):
     label_flip: tuple[int, ...] = Field((), description="devices that train on permuted labels")
     noise: tuple[int, ...] = Field((), description="devices whose update is replaced by Gaussian noise")
     noise_scale: float = Field(20.0, gt=0, description="noise std relative to the RMS of the honest update")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="probability that a device misses a cloud round (seeded per round; it neither "
+        "trains nor reports; at least one device stays)",
+    )
 
 
 class TrainSection(_Section):
@@ -181,6 +199,26 @@ class PrivacySection(_Section):
     )
 
 
+class StrategySection(_Section):
+    """Which system the run is (DESIGN §6): ELSA, or a baseline built from the same engine.
+
+    The baselines of ``elsa.runtime.strategies`` differ from ELSA only in these switches and in
+    the other sections (topology, round structure, control plane, sketches, SS-OP).
+    """
+
+    name: str = Field("elsa", description="label recorded with the results")
+    split: bool = Field(
+        True,
+        description="false: each device holds the whole model (FedAvg/HierFL); no cut tensor leaves "
+        "it and its body adapters travel with its updates (simulation runtime; exact adapters)",
+    )
+    tiers: Literal[1, 2] = Field(
+        2,
+        description="1: one aggregation server (FedAvg/SplitFed; one edge, edge_rounds 1): the "
+        "edge-cloud hop is inside it and carries no bytes",
+    )
+
+
 class RunConfig(_Section):
     """A whole fine-tuning run."""
 
@@ -195,6 +233,17 @@ class RunConfig(_Section):
     faults: FaultsSection = FaultsSection()
     sketch: SketchSection = SketchSection()
     privacy: PrivacySection = PrivacySection()
+    strategy: StrategySection = StrategySection()
+
+    @model_validator(mode="after")
+    def _check_strategy(self) -> RunConfig:
+        if not self.strategy.split and self.sketch.enabled:
+            raise ValueError("strategy.split false sends exact adapters: set sketch.enabled false")
+        if not self.strategy.split and self.privacy.kappa > 0:
+            raise ValueError("strategy.split false: no activation leaves a device, privacy.kappa must be 0")
+        if self.strategy.tiers == 1 and (self.topology.edges != 1 or self.train.edge_rounds != 1):
+            raise ValueError("strategy.tiers 1 needs topology.edges 1 and train.edge_rounds 1")
+        return self
 
     @model_validator(mode="after")
     def _check_faults(self) -> RunConfig:
@@ -212,6 +261,15 @@ class RunConfig(_Section):
     def num_devices(self) -> int:
         """Total devices = edges x devices_per_edge."""
         return self.topology.edges * self.topology.devices_per_edge
+
+    def check_service_runtime(self) -> None:
+        """ConfigError unless the services can run this config (baselines that move no cut
+        tensors, one-tier aggregation and simulated dropout exist in the simulation runtime only)."""
+        if not self.strategy.split or self.strategy.tiers != 2 or self.faults.dropout > 0:
+            raise ConfigError(
+                "config: strategy.split false, strategy.tiers 1 and faults.dropout are simulation-only "
+                "(elsa simulate); the services run ELSA's split, two-tier protocol"
+            )
 
     def resolved_num_labels(self) -> int | None:
         """Classes of the task head: explicit, or known for the packaged datasets."""

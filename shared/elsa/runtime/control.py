@@ -28,7 +28,7 @@ from elsa.cluster import Fingerprint, cluster_fingerprints, match_cluster_ids
 from elsa.errors import ConfigError, UnavailableError
 from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig
-from elsa.trust import evidence_by_cluster, quarantined, sharpen, update_trust
+from elsa.trust import evidence_by_cluster, quarantined, relative_evidence, sharpen, update_trust
 from elsa.wire import ProbeReport, from_payload, to_payload
 
 FloatArray = npt.NDArray[np.float64]
@@ -182,6 +182,8 @@ class ControlPlane:
             evidence = evidence_by_cluster(
                 predictions, labels_now, self.trust, singleton=control.trust_singleton
             )
+            if control.trust_evidence == "relative":
+                evidence = relative_evidence(evidence, labels_now)
             self.trust = update_trust(self.trust, evidence, self.config.trust_params())
             self.quarantine = quarantined(self.trust, self.config.trust_params())
         return Observation(

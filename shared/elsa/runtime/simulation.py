@@ -48,7 +48,7 @@ from elsa.runtime.nodes import DeviceData, DeviceNode
 from elsa.runtime.privacy import RunPrivacy, derived_seed
 from elsa.runtime.probing import load_probes, probe_report, public_basis
 from elsa.runtime.profile import emulated_profiles, measure_block_step_s, model_profile
-from elsa.runtime.rounds import EdgeRound, aggregate_edges
+from elsa.runtime.rounds import EXACT, EdgeRound, aggregate_edges
 from elsa.runtime.transport import (
     ADAPTERS_DOWN,
     ADAPTERS_UP,
@@ -58,10 +58,11 @@ from elsa.runtime.transport import (
     PROBE_REPORTS,
     ByteCounter,
     InMemoryCutLink,
+    LocalCutLink,
     ship,
 )
-from elsa.sketch import SketchedState, weighted_sum
-from elsa.wire import AdapterBroadcast, ProbeReport
+from elsa.sketch import SketchedState, sketch_state, weighted_sum
+from elsa.wire import AdapterBroadcast, ProbeReport, encode
 
 #: progress callback: (event name, fields)
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -81,6 +82,8 @@ class RoundMetrics:
     comm_s: float = 0.0
     #: control-plane state after the round: clusters, trust, quarantined, assignment, split plans
     control: dict[str, Any] = field(default_factory=dict)
+    #: devices that took part (``faults.dropout`` leaves some out)
+    participants: int = 0
 
 
 @dataclass
@@ -209,6 +212,8 @@ class Simulation:
         self.test_data = test_data
         self.run_id = run_id
         self.counter = counter
+        #: edge<->cloud messages: inside the one server of a one-tier strategy, so not counted there
+        self.upper_counter = counter if config.strategy.tiers == 2 else ByteCounter()
         self.global_state = split_model.initial_state()
         #: the global model before the last aggregation and the merged sketch that updated it
         self.previous_global = self.global_state
@@ -287,7 +292,7 @@ class Simulation:
             sketches=self.global_delta,
             base_version=version - 1,
         )
-        got = ship(message, kind, self.counter)
+        got = ship(message, kind, self.upper_counter if kind == CLOUD_TO_EDGE else self.counter)
         return read_broadcast(got, self.previous_global, self.config.sketch_params(), self.config.seed)
 
     def plan_round(self) -> dict[str, list[DeviceNode]]:
@@ -311,6 +316,42 @@ class Simulation:
             members[assignment[device.device_id]].append(device)
         return {e: m for e, m in members.items() if m}
 
+    def present(self, cloud_round: int) -> set[str]:
+        """The devices taking part in ``cloud_round``: with ``faults.dropout`` = p each misses it
+        with probability p (seeded by run seed and round, identical for every strategy); at least
+        one stays."""
+        names = [d.device_id for d in self.devices]
+        p = self.config.faults.dropout
+        if p <= 0:
+            return set(names)
+        rng = np.random.default_rng([self.config.seed, cloud_round, 0xD0])
+        missing = rng.random(len(names)) < p
+        if missing.all():
+            missing[int(rng.integers(len(names)))] = False
+        return {n for n, gone in zip(names, missing, strict=True) if not gone}
+
+    def _count_body(self, er: EdgeRound, device: DeviceNode, cloud_round: int, kind: str) -> None:
+        """``strategy.split: false``: the body adapters a device trains travel with its update
+        (delta, exact fp32 tables) and come back in the edge's broadcast (values). The edge
+        aggregates the same values from the in-process session; this counts their bytes."""
+        session = er.session(device.device_id)
+        if kind == ADAPTERS_UP:
+            base = er.latest(er.cluster(device.device_id))
+            delta = {k: v.detach() - base[k] for k, v in session.state.items()}
+            update = update_message(
+                sketch_state(delta, EXACT, cloud_round, self.config.seed),
+                node_id=device.device_id,
+                run_id=self.run_id,
+                round_index=cloud_round,
+                num_examples=device.num_examples,
+            )
+            self.counter.add(kind, len(encode(update)))
+        else:
+            model = er.latest(er.cluster(device.device_id))
+            values = {k: model[k] for k in session.state}
+            down = broadcast_message(run_id=self.run_id, round_index=cloud_round, version=0, values=values)
+            self.counter.add(kind, len(encode(down)))
+
     def _ship_probes(self, result: ProbeResult, node_id: str, round_index: int) -> ProbeResult:
         """A probe report through the wire codec, exactly as a device agent sends it."""
         got: ProbeReport = ship(
@@ -329,11 +370,18 @@ class Simulation:
         """
         train = self.config.train_params()
         transport = self.config.transport_params()
-        edges = self.plan_round()
+        split, tiers = self.config.strategy.split, self.config.strategy.tiers
+        present = self.present(cloud_round)
+        edges = {
+            e: kept
+            for e, members in self.plan_round().items()
+            if (kept := [d for d in members if d.device_id in present])
+        }
         fingerprint = self.control.fingerprint_round(cloud_round)
+        probing = self.config.control.trust or self.config.control.clustering
         losses: list[float] = []
         rounds: dict[str, EdgeRound] = {}
-        links: dict[str, list[InMemoryCutLink]] = {}
+        links: dict[str, list[InMemoryCutLink | LocalCutLink]] = {}
         params, seed = self.config.sketch_params(), self.config.seed
         for edge_id, members in edges.items():
             er = EdgeRound(
@@ -351,13 +399,17 @@ class Simulation:
                 device.start_round(self._global_broadcast(cloud_round, CLOUD_TO_DEVICE))
                 session = er.open_session(device.device_id, device.segments)
                 link = self.profiles[device.device_id].links[edge_id]
-                device.link = InMemoryCutLink(
-                    f"{device.device_id}@{edge_id}",
-                    session,
-                    transport,
-                    self.counter,
-                    rtt_s=link.rtt_s,
-                    throughput_bytes_per_s=link.throughput_bytes_per_s,
+                device.link = (
+                    InMemoryCutLink(
+                        f"{device.device_id}@{edge_id}",
+                        session,
+                        transport,
+                        self.counter,
+                        rtt_s=link.rtt_s,
+                        throughput_bytes_per_s=link.throughput_bytes_per_s,
+                    )
+                    if split
+                    else LocalCutLink(session)
                 )
                 links.setdefault(edge_id, []).append(device.link)
             rounds[edge_id] = er
@@ -369,7 +421,7 @@ class Simulation:
                     step0 = ((cloud_round - 1) * train.edge_rounds + edge_round) * train.local_steps
                     device_losses = device.train_steps(train.local_steps, train.batch_size, step0)
                     losses.extend(device_losses)
-                    if edge_round == 0:  # the device's own training, before any mixing
+                    if edge_round == 0 and probing:  # the device's own training, before any mixing
                         result = probe_report(
                             device, self.probes, self.basis, self.config, fingerprint=fingerprint
                         )
@@ -385,6 +437,8 @@ class Simulation:
                     got = ship(message, ADAPTERS_UP, self.counter)
                     delta = read_update(got, er.start, self.config, keys=device.keys)
                     er.submit(device.device_id, edge_round, delta, got.num_examples)
+                    if not split:
+                        self._count_body(er, device, cloud_round, ADAPTERS_UP)
                     emit(
                         "device_trained",
                         {
@@ -395,7 +449,11 @@ class Simulation:
                         },
                     )
                 er.aggregate(edge_round)
-                for device in members:
+                # one tier: the edge's model is the next global model, which the device receives
+                # at the start of the next round (no separate edge broadcast)
+                for device in members if tiers == 2 else []:
+                    if not split:
+                        self._count_body(er, device, cloud_round, ADAPTERS_DOWN)
                     sketches, values = er.device_broadcast(device.device_id, edge_round, device.keys)
                     down: AdapterBroadcast = ship(
                         broadcast_message(
@@ -439,7 +497,7 @@ class Simulation:
             num_examples=examples,
             weight=weight,
         )
-        got = ship(message, EDGE_TO_CLOUD, self.counter)
+        got = ship(message, EDGE_TO_CLOUD, self.upper_counter)
         return read_update(got, self.global_state, self.config), got.aggregation_weight
 
     def run(self, on_event: EventSink | None = None) -> RunResult:
@@ -451,6 +509,7 @@ class Simulation:
         emit("evaluated", {"cloud_round": 0, **initial})
         for cloud_round in range(1, self.config.train.cloud_rounds + 1):
             round_started = time.perf_counter()
+            participants = len(self.present(cloud_round))
             losses, comm_s = self.run_cloud_round(cloud_round, emit)
             metrics = self.evaluate()
             result = RoundMetrics(
@@ -462,6 +521,7 @@ class Simulation:
                 time.perf_counter() - round_started,
                 comm_s,
                 self.control.snapshot(),
+                participants,
             )
             rounds.append(result)
             emit("cloud_round_done", asdict(result))

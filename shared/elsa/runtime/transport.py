@@ -122,6 +122,24 @@ class InMemoryCutLink:
         return from_payload(back.grad, dtype=torch.float32)
 
 
+@dataclass
+class LocalCutLink:
+    """A :class:`~elsa.model.training.CutLink` for a device that holds the whole model (the
+    ``strategy.split: false`` baselines): the body runs in the device's own process, so nothing
+    is encoded, counted or delayed."""
+
+    edge: EdgeSessionPort
+    emulated_s: float = 0.0
+
+    def forward(self, step: int, activations: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The body's output for the head's activations."""
+        return self.edge.forward(step, activations, attention_mask)
+
+    def backward(self, step: int, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient at the head's output."""
+        return self.edge.backward(step, grad)
+
+
 def ship(message: M, kind: str, counter: ByteCounter, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M:
     """Send a message through the codec as over the network: encode, count its bytes under
     ``kind``, decode (with the same validation and size limit a service applies)."""

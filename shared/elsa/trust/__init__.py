@@ -6,6 +6,7 @@ from elsa.trust.consistency import (
     evidence,
     evidence_by_cluster,
     js_divergence,
+    relative_evidence,
     sharpen,
 )
 from elsa.trust.ema import aggregation_weights, quarantined, update_trust
@@ -18,6 +19,7 @@ __all__ = [
     "evidence_by_cluster",
     "js_divergence",
     "quarantined",
+    "relative_evidence",
     "sharpen",
     "update_trust",
 ]

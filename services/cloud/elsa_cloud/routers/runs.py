@@ -66,6 +66,7 @@ async def create_run(body: RunCreate, _: AdminDep, state: StateDep, settings: Se
     if not _RUN_NAME.fullmatch(config.name):
         raise ConfigError("config: name: 1-100 characters of A-Z a-z 0-9 . _ - (it prefixes the run id)")
     config.resolved_num_labels()
+    config.check_service_runtime()
     run_id = f"{config.name}-{secrets.token_hex(4)}"
     record = await state.store.create_run(
         run_id, config.name, config.model_dump(mode="json"), config.train.cloud_rounds, now()
