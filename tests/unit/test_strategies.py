@@ -43,7 +43,11 @@ def test_baselines_switch_off_what_defines_elsa() -> None:
     fedavg, splitfed, hierfl = (strategy_config(STUDY, n) for n in ("fedavg", "splitfed", "hierfl"))
     assert (fedavg.strategy.split, fedavg.strategy.tiers, fedavg.topology.edges) == (False, 1, 1)
     assert (splitfed.strategy.split, splitfed.strategy.tiers, splitfed.topology.edges) == (True, 1, 1)
-    assert (hierfl.strategy.split, hierfl.strategy.tiers, hierfl.topology.edges) == (False, 2, STUDY.topology.edges)
+    assert (hierfl.strategy.split, hierfl.strategy.tiers, hierfl.topology.edges) == (
+        False,
+        2,
+        STUDY.topology.edges,
+    )
     for config in (fedavg, splitfed, hierfl):
         assert not config.sketch.enabled and config.privacy.kappa == 0
         assert not config.control.trust and not config.control.clustering and not config.control.dynamic_split
