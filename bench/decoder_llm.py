@@ -406,8 +406,9 @@ def plot_loss(record: dict[str, Any], path: Path) -> Path:
     ax.plot(
         [0, steps[-1]],
         [s["held_out_before"]["loss"], s["held_out_after"]["loss"]],
-        "s--",
-        label=f"held-out loss ({s['held_out_before']['examples']} examples)",
+        "s",
+        markersize=8,
+        label=f"held-out loss before / after ({s['held_out_before']['examples']} examples)",
     )
     p = record["params"]
     ax.set_title(f"SmolLM2-135M split LoRA, batch {p['batch_size']} x {p['seq_len']}: answer-token loss")

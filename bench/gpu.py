@@ -3,16 +3,19 @@
 GPU only: without a CUDA device it prints "no CUDA device: bench/gpu.py measures GPU
 throughput only" and exits with status 3. Nothing else in ELSA needs a GPU.
 
-For each model, on the same GPU and in one process:
+For each model, on the same GPU:
 
 * *monolithic* — the peft-wrapped causal LM: forward, causal-LM loss, backward, AdamW over its
   LoRA parameters (the ``bench/split_overhead.py`` step, on the GPU);
 * *split over HTTP* — ``DeviceStepper.step`` (head and tail on the GPU) through an HTTP cut link
-  to an edge served by uvicorn on 127.0.0.1 in this process (its own thread and event loop),
-  whose ``EdgeStepper`` runs the body on the same GPU. Requests go through the project's
-  ``EdgeClient`` (httpx, keep-alive, TCP_NODELAY) to ``/v1/sessions/{id}/forward|backward``;
-  bodies are the project's raw frame format (:mod:`elsa.wire.frames`: a small msgpack header,
-  then each cut tensor as one raw buffer frame), as the real edge speaks it.
+  to an edge server *process* on 127.0.0.1 (spawned; uvicorn; the same model built from the
+  same seed) whose ``EdgeStepper`` runs the body on the same GPU. Requests go through the
+  project's ``EdgeClient`` (httpx, keep-alive, TCP_NODELAY) to
+  ``/v1/sessions/{id}/forward|backward``; bodies are the project's raw frame format
+  (:mod:`elsa.wire.frames`: a small msgpack header, then each cut tensor as one raw buffer
+  frame), as the real edge speaks it. A separate process, not a server thread: on the 2-core
+  CPU machine a server thread sharing the device's GIL made a 16.8 MB round trip about 1.6×
+  slower than a server process.
 
 Both run under bf16 autocast (fp32 master weights and LoRA adapters), interleaved in repeats
 (A, B, A, B ... order rotated every repeat), medians over repeats. The ratio reported is
@@ -25,8 +28,9 @@ Why the cut path is built the way it is: monolithic steps take about 116 ms (Smo
 (1B shape) on an H200, and moving one cut tensor GPU → host → GPU costs about 1.3 ms (4.7 MB,
 SmolLM2) and 2 ms (16.8 MB, 1B) even pinned and with raw framing; a step moves four. So every cut
 tensor is cast to bf16 on the GPU (the wire dtype), copied with ``non_blocking=True`` into a
-reused pinned host buffer, wrapped without re-encoding into a raw buffer frame, and on arrival
-copied once into a pinned buffer and sent to the GPU with ``non_blocking=True``. Received cut
+reused pinned host buffer, framed straight from that buffer (no intermediate ``bytes``), and on
+arrival decoded while the body streams in (the frame decoder copies the buffer once), copied
+into a pinned buffer and sent to the GPU with ``non_blocking=True``. Received cut
 tensors are checked for NaN/Inf on the GPU (``torch.isfinite``) instead of with numpy on the
 host (``from_payload`` would scan them on the CPU); shapes and sizes are validated by the frame
 decoder and the payload model as usual.
@@ -35,6 +39,13 @@ The per-phase breakdown comes from separate instrumented split steps (CUDA synch
 boundary), interleaved with the timed ones: head / tail / body compute, and per transfer the
 device→host copy, encode, HTTP (round trip minus the edge's own work, which the edge reports
 in a response header), decode and host→device copy, summed over both sides of both exchanges.
+
+What to expect from HTTP: on the busy 2-core CPU machine this was written on (no GPU), the HTTP
+part alone (uvicorn with h11, httpx; loopback, separate processes) cost about 16 ms per step
+for the four 4.7 MB messages of SmolLM2 and about 56 ms for the four 16.8 MB messages of the 1B
+shape, against 1-2 ms each for encode and decode. The pure-Python HTTP/1.1 stacks, not the
+copies, are what most threaten the targets; uvicorn uses httptools instead of h11 when it is
+installed (``uvicorn[standard]``), which this script then picks up.
 
 ``--device cpu --quick`` runs the same code on the CPU with a tiny random Llama (2 steps per
 variant) for the smoke test only; its output is labelled as not a GPU measurement and goes to
@@ -50,14 +61,16 @@ import argparse
 import contextlib
 import gc
 import json
+import multiprocessing
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from multiprocessing.connection import Connection
+from typing import Any, Generic, TypeVar
 
+import httpx
 import numpy as np
 import torch
 import uvicorn
@@ -71,13 +84,14 @@ from benchkit import (
     median,
     print_table,
     quartiles,
+    quiet_transformers,
     run_study,
     set_torch_threads,
     study_parser,
 )
-from elsa.errors import DecodeError, NotFoundError, TensorError
+from elsa.errors import DecodeError, NotFoundError, PayloadTooLargeError, TensorError, error_from_code
 from elsa.infra.http import EdgeClient
-from elsa.infra.web import install_error_handlers, read_body
+from elsa.infra.web import install_error_handlers
 from elsa.model.loading import TaskModel, load_task_model, wrap_with_lora
 from elsa.model.packaged import smollm2_dir
 from elsa.model.split import SplitModel
@@ -92,7 +106,6 @@ from elsa.wire import (
     Message,
     TensorPayload,
     encode_frames,
-    to_payload,
 )
 
 M = TypeVar("M", bound=Message)
@@ -105,6 +118,8 @@ FRAMES = "application/x-elsa-frames"
 TIMING_HEADER = "x-elsa-edge-ms"
 MAX_BODY_BYTES = 512 * 2**20
 TRANSFERS = ("d2h", "encode", "http", "decode", "h2d")
+SPLIT = SplitParams(1, 1)
+EDGE_START_S = 600
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,7 @@ class HostStaging:
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """The buffer ``name`` with this shape and dtype (allocated on first use or change)."""
         buf = self.buffers.get(name)
         if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
             buf = torch.empty(shape, dtype=dtype, pin_memory=self.device.type == "cuda")
@@ -189,16 +205,34 @@ class HostStaging:
 
     def to_device(self, name: str, payload: TensorPayload) -> torch.Tensor:
         """A received bf16/uint8 payload copied once into the buffer, then to the device (async)."""
-        dtypes = {
-            "bfloat16": (torch.bfloat16, torch.int16, "<i2"),
-            "uint8": (torch.uint8, torch.uint8, "|u1"),
-        }
-        if payload.dtype not in dtypes:
+        if payload.dtype not in WIRE_TYPES:
             raise TensorError(f"cut tensors travel as bfloat16 here, got {payload.dtype}")
-        dtype, bits, np_dtype = dtypes[payload.dtype]
+        dtype, bits, np_dtype = WIRE_TYPES[payload.dtype]
         buf = self.get(name, tuple(payload.shape), dtype)
         np.copyto(buf.view(bits).numpy(), np.frombuffer(payload.data, dtype=np_dtype).reshape(payload.shape))
         return buf.to(self.device, non_blocking=True)
+
+
+#: wire dtype name -> (torch dtype, torch dtype of its raw bits, little-endian numpy dtype)
+WIRE_TYPES = {
+    "bfloat16": (torch.bfloat16, torch.int16, "<i2"),
+    "uint8": (torch.uint8, torch.uint8, "|u1"),
+}
+
+
+def host_payload(host: torch.Tensor) -> TensorPayload:
+    """A payload over a host buffer's bytes, without copying them.
+
+    ``to_payload`` would copy the buffer into fresh ``bytes``; this payload views the buffer
+    instead (built with ``model_construct``: it is our own, consistent tensor; the receiver
+    validates what arrives as usual). The buffer must not change until the message is sent.
+    Assumes a little-endian host, as the wire format does.
+    """
+    name = next(n for n, (dtype, _, _) in WIRE_TYPES.items() if dtype == host.dtype)
+    bits = host.view(WIRE_TYPES[name][1]).contiguous()
+    data = bits.numpy().data.cast("B")
+    shape = tuple(int(d) for d in host.shape)
+    return TensorPayload.model_construct(dtype=name, shape=shape, data=data)  # type: ignore[arg-type]
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:
@@ -208,20 +242,40 @@ def check_finite(t: torch.Tensor, what: str) -> None:
 
 
 def frames_body(message: Message) -> bytes:
-    """``message`` in the raw frame format, as one request/response body."""
+    """``message`` in the raw frame format as one body (one copy of each tensor buffer)."""
     return b"".join(encode_frames(message))
 
 
-def read_frames(body: bytes, expected: type[M]) -> M:
-    """The single message of type ``expected`` in a frame-format body."""
-    decoder = FrameDecoder(
-        expected=expected, max_frame_bytes=MAX_BODY_BYTES, max_message_bytes=MAX_BODY_BYTES
-    )
-    messages = decoder.feed(body)
-    decoder.finish()
-    if len(messages) != 1 or not isinstance(messages[0], expected):
-        raise DecodeError(f"expected one {expected.kind} message, got {len(messages)}")
-    return messages[0]
+class FrameReader(Generic[M]):
+    """Decodes one frame-format message from body chunks as they arrive; times its own work.
+
+    The project's :class:`~elsa.wire.FrameDecoder` keeps the chunks and copies each tensor buffer
+    once when its frame is complete, so nothing joins the whole body first.
+    """
+
+    def __init__(self, expected: type[M]) -> None:
+        self.expected = expected
+        self.decoder = FrameDecoder(
+            expected=expected, max_frame_bytes=MAX_BODY_BYTES, max_message_bytes=MAX_BODY_BYTES
+        )
+        self.messages: list[Message] = []
+        self.seconds = 0.0
+
+    def feed(self, chunk: bytes) -> None:
+        """Consume the next chunk of the body."""
+        started = time.perf_counter()
+        self.messages += self.decoder.feed(chunk)
+        self.seconds += time.perf_counter() - started
+
+    def message(self) -> M:
+        """The body's single message (DecodeError if the body held anything else)."""
+        started = time.perf_counter()
+        self.decoder.finish()
+        self.seconds += time.perf_counter() - started
+        got = self.messages
+        if len(got) != 1 or not isinstance(got[0], self.expected):
+            raise DecodeError(f"expected one {self.expected.kind} message, got {len(got)}")
+        return got[0]
 
 
 # ------------------------------------------------------------------------------------ the edge
@@ -229,9 +283,9 @@ def read_frames(body: bytes, expected: type[M]) -> M:
 
 @dataclass
 class GpuEdgeSession:
-    """The edge side of one split session: body forward/backward on the device, frames in/out.
+    """The edge side of one split session: the body's forward/backward on the device.
 
-    Returns the reply body and the edge's own time per part (ms), for the timing header.
+    Each call returns the reply body (frames) and the edge's own time per part in ms.
     """
 
     stepper: EdgeStepper
@@ -242,10 +296,9 @@ class GpuEdgeSession:
     def __post_init__(self) -> None:
         self.staging = HostStaging(self.device)
 
-    def forward(self, body: bytes) -> tuple[bytes, dict[str, float]]:
+    def forward(self, request: ForwardRequest) -> tuple[bytes, dict[str, float]]:
+        """Lower-cut activations -> upper-cut activations (graph kept for the backward)."""
         marks = [time.perf_counter()]
-        request = read_frames(body, ForwardRequest)
-        marks.append(time.perf_counter())
         lower = self.staging.to_device("fwd_in", request.activations)
         mask = self.staging.to_device("mask_in", request.attention_mask).long()
         check_finite(lower, "activations")
@@ -256,15 +309,14 @@ class GpuEdgeSession:
         marks.append(time.perf_counter())
         host = self.staging.to_host("fwd_out", upper, torch.bfloat16)
         marks.append(time.perf_counter())
-        reply = ForwardResponse(session_id=self.session_id, step=request.step, activations=to_payload(host))
+        reply = ForwardResponse(session_id=self.session_id, step=request.step, activations=host_payload(host))
         out = frames_body(reply)
         marks.append(time.perf_counter())
-        return out, _spans(marks, ("decode", "h2d", "compute", "d2h", "encode"))
+        return out, _spans(marks, ("h2d", "compute", "d2h", "encode"))
 
-    def backward(self, body: bytes) -> tuple[bytes, dict[str, float]]:
+    def backward(self, request: BackwardRequest) -> tuple[bytes, dict[str, float]]:
+        """Upper-cut gradient -> lower-cut gradient; steps the body's optimizer."""
         marks = [time.perf_counter()]
-        request = read_frames(body, BackwardRequest)
-        marks.append(time.perf_counter())
         grad = self.staging.to_device("bwd_in", request.grad)
         check_finite(grad, "gradient")
         marks.append(time.perf_counter())
@@ -274,58 +326,116 @@ class GpuEdgeSession:
         marks.append(time.perf_counter())
         host = self.staging.to_host("bwd_out", lower_grad, torch.bfloat16)
         marks.append(time.perf_counter())
-        out = frames_body(
-            BackwardResponse(session_id=self.session_id, step=request.step, grad=to_payload(host))
-        )
+        reply = BackwardResponse(session_id=self.session_id, step=request.step, grad=host_payload(host))
+        out = frames_body(reply)
         marks.append(time.perf_counter())
-        return out, _spans(marks, ("decode", "h2d", "compute", "d2h", "encode"))
+        return out, _spans(marks, ("h2d", "compute", "d2h", "encode"))
 
 
 def _spans(marks: list[float], names: tuple[str, ...]) -> dict[str, float]:
-    return {name: (b - a) * 1e3 for name, a, b in zip(names, marks, marks[1:], strict=True)}
+    return {name: (b - a) * 1e3 for name, a, b in zip(names, marks[:-1], marks[1:], strict=True)}
 
 
 def edge_app(session: GpuEdgeSession) -> FastAPI:
-    """A FastAPI app serving the session's frame endpoints (the real edge's paths and format)."""
+    """A FastAPI app serving the session's frame endpoints (the real edge's paths and format).
+
+    The request body is decoded while it streams in; the edge's own time per part (decode,
+    host→device, compute, device→host, encode) goes back in the ``x-elsa-edge-ms`` header.
+    """
     app = FastAPI(title="bench GPU edge")
     install_error_handlers(app)
 
-    def handle(kind: str) -> Callable[[str, Request], Any]:
-        async def endpoint(session_id: str, request: Request) -> Response:
-            if session_id != session.session_id:
-                raise NotFoundError(f"no session {session_id}")
-            body = await read_body(request, MAX_BODY_BYTES)
-            out, spans = session.forward(body) if kind == "forward" else session.backward(body)
-            return Response(content=out, media_type=FRAMES, headers={TIMING_HEADER: json.dumps(spans)})
+    @app.get("/v1/ping")
+    def ping() -> dict[str, bool]:
+        return {"ok": True}
 
-        return endpoint
+    async def read(request: Request, reader: FrameReader[M]) -> M:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(f"body of {declared} bytes exceeds the limit of {MAX_BODY_BYTES}")
+        async for chunk in request.stream():
+            reader.feed(chunk)
+        return reader.message()
 
-    app.add_api_route("/v1/sessions/{session_id}/forward", handle("forward"), methods=["POST"])
-    app.add_api_route("/v1/sessions/{session_id}/backward", handle("backward"), methods=["POST"])
+    def check(session_id: str) -> None:
+        if session_id != session.session_id:
+            raise NotFoundError(f"no session {session_id}")
+
+    def reply(out: bytes, spans: dict[str, float], reader: FrameReader[Any]) -> Response:
+        spans = {"decode": reader.seconds * 1e3, **spans}
+        return Response(content=out, media_type=FRAMES, headers={TIMING_HEADER: json.dumps(spans)})
+
+    @app.post("/v1/sessions/{session_id}/forward")
+    async def forward(session_id: str, request: Request) -> Response:
+        check(session_id)
+        reader = FrameReader(ForwardRequest)
+        out, spans = session.forward(await read(request, reader))
+        return reply(out, spans, reader)
+
+    @app.post("/v1/sessions/{session_id}/backward")
+    async def backward(session_id: str, request: Request) -> Response:
+        check(session_id)
+        reader = FrameReader(BackwardRequest)
+        out, spans = session.backward(await read(request, reader))
+        return reply(out, spans, reader)
+
     return app
 
 
-@contextlib.contextmanager
-def serve_on_loopback(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def edge_main(shape_name: str, device_name: str, seed: int, threads: int, port_to: Connection) -> None:
+    """The edge process: build the same model, serve its body on 127.0.0.1 until terminated.
+
+    Sends the port it listens on through ``port_to``. The model is built from the same seed as
+    the device's, so the body's frozen weights and initial adapter are the device's.
+    """
+    torch.set_num_threads(threads)
+    quiet_transformers()
+    device = torch.device(device_name)
+    split_model = SplitModel(build_task_model(SHAPES[shape_name], device, seed))
+    body = split_model.segments(SPLIT).body
+    session = GpuEdgeSession(EdgeStepper.create(body, split_model.initial_state(), TrainParams()), device)
+    # proto IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says so, and without it every request stalls ~40 ms (Nagle + delayed ACK)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise SystemExit("the loopback edge server did not start")
-        time.sleep(0.01)
+    port_to.send(sock.getsockname()[1])
+    port_to.close()
+    # uvicorn picks httptools for HTTP/1.1 when it is installed (uvicorn[standard]), else h11
+    config = uvicorn.Config(edge_app(session), log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def edge_process(shape: Shape, device: torch.device, seed: int, threads: int) -> Iterator[str]:
+    """A spawned edge server process for ``shape`` on ``device``; yields its base URL once it
+    answers, and stops it afterwards."""
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(
+        target=edge_main, args=(shape.name, str(device), seed, threads, send), daemon=True
+    )
+    process.start()
+    send.close()
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        if not receive.poll(EDGE_START_S):
+            raise SystemExit(f"the edge process did not start within {EDGE_START_S} s")
+        url = f"http://127.0.0.1:{receive.recv()}"
+        deadline = time.monotonic() + EDGE_START_S
+        while True:
+            try:
+                httpx.get(f"{url}/v1/ping", timeout=5).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or not process.is_alive():
+                    raise SystemExit("the edge process does not answer") from None
+                time.sleep(0.1)
+        yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        process.terminate()
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 # ---------------------------------------------------------------------------------- the device
@@ -351,7 +461,8 @@ class DeviceMarks:
 
 @dataclass
 class GpuHttpCutLink:
-    """The device's CutLink to the loopback edge: bf16 raw frames over the project's EdgeClient.
+    """The device's CutLink to the loopback edge: bf16 raw frames over the project's EdgeClient
+    (its pooled httpx client, keep-alive, TCP_NODELAY; the answer is decoded as it streams in).
 
     It keeps each exchange's time per part in ``last`` (ms; the edge's parts prefixed ``edge_``).
     With ``instrument`` set, it also stamps (synchronised) its entry and the end of the
@@ -374,29 +485,39 @@ class GpuHttpCutLink:
         path: str,
         copies: Callable[[], tuple[torch.Tensor, ...]],
         build: Callable[[tuple[TensorPayload, ...]], Message],
-        unpack: Callable[[bytes], TensorPayload],
+        reader: FrameReader[M],
+        tensor_of: Callable[[M], TensorPayload],
     ) -> torch.Tensor:
-        """Copy to host, encode, POST, decode, copy to the device; timing each part."""
+        """Copy to host, encode, POST, decode while the answer streams in, copy to the device."""
         if self.instrument is not None:
             self.instrument(f"{kind}0")
         marks = [time.perf_counter()]
         hosts = copies()
         marks.append(time.perf_counter())
-        body = frames_body(build(tuple(to_payload(h) for h in hosts)))
+        body = frames_body(build(tuple(host_payload(h) for h in hosts)))
         marks.append(time.perf_counter())
-        response = self.edge.request("POST", path, content=body, headers={"content-type": FRAMES})
+        headers = self.edge.headers({"content-type": FRAMES})
+        with self.edge.client.stream("POST", path, content=body, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                answer = response.json()
+                raise error_from_code(
+                    answer.get("error", "http_error"), answer.get("detail", ""), response.status_code
+                )
+            for chunk in response.iter_raw():
+                reader.feed(chunk)
+            edge = {f"edge_{k}": v for k, v in json.loads(response.headers.get(TIMING_HEADER, "{}")).items()}
+        message = reader.message()
         marks.append(time.perf_counter())
-        payload = unpack(response.content)
-        marks.append(time.perf_counter())
-        out = self.staging.to_device(f"{kind}_in", payload)
+        out = self.staging.to_device(f"{kind}_in", tensor_of(message))
         check_finite(out, f"the edge's {kind} answer")
         if self.instrument is not None:
             self.instrument(f"{kind}1")
         marks.append(time.perf_counter())
-        spans = _spans(marks, ("d2h", "encode", "round_trip", "decode", "h2d"))
-        edge = {f"edge_{k}": v for k, v in json.loads(response.headers.get(TIMING_HEADER, "{}")).items()}
-        spans["http"] = spans.pop("round_trip") - sum(edge.values())
-        self.last[kind] = {**spans, **edge}
+        spans = _spans(marks, ("d2h", "encode", "round_trip", "h2d"))
+        decode = reader.seconds * 1e3
+        spans["http"] = spans.pop("round_trip") - decode - sum(edge.values())
+        self.last[kind] = {**spans, "decode": decode, **edge}
         return out
 
     def forward(self, step: int, activations: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -416,10 +537,11 @@ class GpuHttpCutLink:
                 attention_mask=payloads[1],
             )
 
-        def unpack(content: bytes) -> TensorPayload:
-            return read_frames(content, ForwardResponse).activations
+        def tensor_of(message: ForwardResponse) -> TensorPayload:
+            return message.activations
 
-        return self._exchange("fwd", f"/v1/sessions/{self.session_id}/forward", copies, build, unpack)
+        path = f"/v1/sessions/{self.session_id}/forward"
+        return self._exchange("fwd", path, copies, build, FrameReader(ForwardResponse), tensor_of)
 
     def backward(self, step: int, grad: torch.Tensor) -> torch.Tensor:
         """Upper-cut gradient out, lower-cut gradient back (bf16 both ways)."""
@@ -430,10 +552,11 @@ class GpuHttpCutLink:
         def build(payloads: tuple[TensorPayload, ...]) -> Message:
             return BackwardRequest(session_id=self.session_id, step=step, grad=payloads[0])
 
-        def unpack(content: bytes) -> TensorPayload:
-            return read_frames(content, BackwardResponse).grad
+        def tensor_of(message: BackwardResponse) -> TensorPayload:
+            return message.grad
 
-        return self._exchange("bwd", f"/v1/sessions/{self.session_id}/backward", copies, build, unpack)
+        path = f"/v1/sessions/{self.session_id}/backward"
+        return self._exchange("bwd", path, copies, build, FrameReader(BackwardResponse), tensor_of)
 
 
 # ------------------------------------------------------------------------------------- models
@@ -468,7 +591,7 @@ def measure_model(shape: Shape, device: torch.device, args: argparse.Namespace) 
         torch.cuda.reset_peak_memory_stats(device)
     task_model = build_task_model(shape, device, args.seed)
     split_model = SplitModel(task_model)
-    segments = split_model.segments(SplitParams(1, 1))
+    segments = split_model.segments(SPLIT)
     state = split_model.initial_state()
     train = TrainParams()
     batch = make_batch(shape, int(task_model.hf_model.config.vocab_size), device, args.seed)
@@ -486,8 +609,7 @@ def measure_model(shape: Shape, device: torch.device, args: argparse.Namespace) 
         return float(loss.detach())
 
     stepper = DeviceStepper.create(segments.head, segments.tail, state, train)
-    session = GpuEdgeSession(EdgeStepper.create(segments.body, state, train), device)
-    with serve_on_loopback(edge_app(session)) as url:
+    with edge_process(shape, device, args.seed, torch.get_num_threads()) as url:
         edge = EdgeClient(url, timeout_s=300)
         link = GpuHttpCutLink(edge, device)
 
@@ -573,7 +695,7 @@ def measure_model(shape: Shape, device: torch.device, args: argparse.Namespace) 
         "losses": losses,
     }
     if device.type == "cuda":
-        record["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        record["peak_memory_gib_device_process"] = torch.cuda.max_memory_allocated(device) / 2**30
     return record
 
 

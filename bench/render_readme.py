@@ -652,8 +652,8 @@ def render_scale(r: dict[str, Any]) -> list[str]:
         f"{sp['transport_dtype']} cut tensors). *Step* = the whole split step as the device sees it (its own "
         "head/tail compute included); *HTTP* = its forward + backward exchanges. Errors = non-2xx answers "
         f"+ requests without an answer; {requests:,} requests in all, {truncated} client(s) stopped by the "
-        f"{sp['max_level_s']:.0f} s cap per level. Edge CPU % = the edge process's CPU time ÷ the level's "
-        "wall time.",
+        f"{sp['max_level_s']:.0f} s cap per level. Steps/s = timed steps ÷ the time from all clients' start "
+        "to the last one's end; edge CPU % = the edge process's CPU time over that time.",
         "",
         *md_table(
             [

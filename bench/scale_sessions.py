@@ -122,7 +122,6 @@ class _Client:
     #: stopped because another client failed (its own failure is counted there)
     stopped_by_other: bool = False
     truncated: bool = False
-    start: float | None = None
     end: float | None = None
 
     def on_request(self, _request: httpx.Request) -> None:
@@ -159,7 +158,6 @@ def _run_client(level: _Level, name: str, task: Task, batch: Batch) -> _Client:
         for step in range(WARMUP_STEPS):
             stepper.step(step, batch, link)
         level.barrier.wait()
-        out.start = time.perf_counter()
         for k in range(level.steps):
             if time.perf_counter() > level.deadline:
                 out.truncated = True
@@ -274,7 +272,17 @@ def sessions_study(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         if cuts - {(split.head_blocks, split.tail_blocks)}:
             raise SystemExit(f"the cloud planned other cuts than {split}: {sorted(cuts)}")
         _wait_edge_ready(tasks[0], run_id, "device-000", 180)
+
+        def edge_cpu_s() -> float:
+            times = edge_proc.cpu_times()
+            return float(times.user + times.system)
+
         for c in levels:
+            marks: dict[str, float] = {}
+
+            def mark_start(marks: dict[str, float] = marks) -> None:  # runs once, as the barrier opens
+                marks["edge_cpu_s"], marks["t0"] = edge_cpu_s(), time.perf_counter()
+
             level = _Level(
                 run_id,
                 head,
@@ -284,18 +292,17 @@ def sessions_study(args: argparse.Namespace, threads: int) -> dict[str, Any]:
                 cfg.transport_params(),
                 args.steps,
                 args.request_timeout_s,
-                threading.Barrier(c, timeout=args.max_level_s),
+                threading.Barrier(c, action=mark_start, timeout=args.max_level_s),
             )
             level.deadline = time.perf_counter() + args.max_level_s
-            cpu0 = sum(edge_proc.cpu_times()[:2])
             with ThreadPoolExecutor(max_workers=c) as pool:
                 futures = [
                     pool.submit(_run_client, level, f"device-{i:03d}", tasks[i], batches[i]) for i in range(c)
                 ]
                 clients = [f.result() for f in futures]
-            starts = [x.start for x in clients if x.start is not None]
+            cpu_s = edge_cpu_s() - marks.get("edge_cpu_s", 0.0)
             ends = [x.end for x in clients if x.end is not None]
-            wall = max(ends) - min(starts) if starts and ends else 0.0
+            wall = max(ends) - marks["t0"] if ends and "t0" in marks else 0.0
             steps = [s for x in clients for s in x.step_s]
             statuses: Counter[int] = Counter()
             for x in clients:
@@ -315,7 +322,7 @@ def sessions_study(args: argparse.Namespace, threads: int) -> dict[str, Any]:
                     "client_errors": [x.error for x in clients if x.error],
                     "truncated_clients": sum(x.truncated for x in clients),
                     "edge_rss_bytes": edge_proc.memory_info().rss,
-                    "edge_cpu_s": sum(edge_proc.cpu_times()[:2]) - cpu0,
+                    "edge_cpu_s": cpu_s,
                     "samples_step_ms": [s * 1000 for s in steps],
                 }
             )

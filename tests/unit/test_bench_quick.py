@@ -416,3 +416,138 @@ def test_scale_quick(tmp_path: Path) -> None:
     }
     for figure in report["figures"]:
         assert (tmp_path / figure["file"]).stat().st_size > 0  # the PNG was written next to the JSON
+
+
+# ---------------------------------------------------------------- decoder LLM and GPU studies
+
+DECODER_PHASES = {
+    "head_fwd",
+    "cut_fwd_codec",
+    "body_fwd",
+    "tail_fwd",
+    "loss_tail_bwd",
+    "cut_bwd_codec",
+    "body_bwd",
+    "body_opt",
+    "head_bwd",
+    "device_opt",
+}
+GPU_NO_CUDA = "no CUDA device: bench/gpu.py measures GPU throughput only"
+
+
+@pytest.fixture(scope="module")
+def decoder_llm(results_dir: Path) -> dict[str, Any]:
+    return _run_quick_one_thread("decoder_llm.py", results_dir / "decoder_llm.json")
+
+
+def test_decoder_llm_quick(decoder_llm: dict[str, Any], results_dir: Path) -> None:
+    from elsa.runtime.report import parse_study_report
+
+    r = decoder_llm
+    _check_machine(r)
+    p, s = r["params"], r["summary"]
+    assert p["quick"] is True
+    assert len(r["steps"]) == p["steps"] >= 4
+    losses = [step["loss"] for step in r["steps"]]
+    assert all(math.isfinite(x) and x > 0 for x in losses)
+    before, after = s["held_out_before"], s["held_out_after"]
+    assert before["examples"] == after["examples"] == p["eval_examples"]
+    assert math.isfinite(before["loss"]) and math.isfinite(after["loss"])
+    # training lowers the answer loss: per step (first vs last quarter) or on the held-out set
+    assert s["loss_last_quarter_mean"] < s["loss_first_quarter_mean"] or after["loss"] < before["loss"]
+    for kind in ("label", "headline"):
+        assert before["per_kind"][kind]["answer_tokens"] > 0
+    for step in r["steps"]:
+        phases = step["phases_ms"]
+        assert set(phases) == DECODER_PHASES
+        assert all(math.isfinite(v) for v in phases.values())
+        for part in ("head_fwd", "body_fwd", "tail_fwd", "loss_tail_bwd", "body_bwd", "head_bwd"):
+            assert phases[part] > 0, part
+        assert sum(phases.values()) == pytest.approx(step["step_ms"], rel=1e-6)  # the phases cut the step
+        assert 0 < step["answer_tokens"] < step["real_tokens"] <= p["batch_size"] * p["seq_len"]
+    assert set(s["phases_median_ms"]) == DECODER_PHASES
+    assert s["token_positions_per_s"] > 0
+    assert r["wire_bytes_per_step"]["activations"] > 0 and r["wire_bytes_per_step"]["gradients"] > 0
+    study = parse_study_report(r["report"])  # the dict `elsa report` renders
+    assert [f.file for f in study.figures] == ["decoder_llm_loss.png"]
+    assert (results_dir / "decoder_llm_loss.png").stat().st_size > 0
+
+
+def _run_gpu_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCH / "gpu.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
+
+
+def test_gpu_cpu_smoke_quick(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    done = _run_gpu_script("--device", "cpu", "--quick", "--threads", "1", "--out", str(out))
+    assert done.returncode == 0, f"gpu.py failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert "NOT a GPU measurement" in done.stdout
+    r: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    _check_machine(r)
+    assert r["gpu_measurement"] is False
+    assert "NOT a GPU measurement" in r["measurement"]
+    assert r["device"]["type"] == "cpu"
+    assert list(r["models"]) == ["tiny-llama"]
+    m = r["models"]["tiny-llama"]
+    mono, split = m["results"]["monolithic"], m["results"]["split_http"]
+    assert len(m["samples_ms_per_step"]["split_http"]) == r["params"]["repeats"] == 2
+    assert mono["median_ms"] > 0 and split["median_ms"] > 0
+    assert m["throughput_ratio_split_over_monolithic"] == pytest.approx(
+        mono["median_ms"] / split["median_ms"]
+    )
+    assert m["target"] is None and m["meets_target"] is None
+    assert m["cut_tensor_bytes_bf16"] == 2 * m["batch_size"] * m["seq_len"] * m["hidden_size"]
+    phases = m["phases_median_ms"]
+    for part in ("head_fwd", "tail_fwd", "loss_tail_bwd", "head_bwd_opt", "body_fwd", "body_bwd_opt"):
+        assert phases[part] > 0, part
+    assert set(m["transfers_median_ms"]) == {"d2h", "encode", "http", "decode", "h2d"}
+    assert all(v > 0 for v in m["transfers_median_ms"].values())
+    for side in ("fwd", "bwd"):  # both sides of both exchanges are accounted for
+        assert phases[f"{side}.edge_compute"] > 0
+        assert phases[f"{side}.http"] > 0
+    assert all(math.isfinite(x) for losses in m["losses"].values() for x in losses)
+
+
+def test_gpu_without_cuda_exits_3(tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no CUDA device, even on a GPU machine
+    done = _run_gpu_script("--out", str(out), env=env)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == GPU_NO_CUDA
+    assert not out.exists()
+
+
+def test_render_readme_decoder_and_missing_gpu(
+    results_dir: Path, decoder_llm: dict[str, Any], tmp_path: Path
+) -> None:
+    readme = tmp_path / "README.md"
+    shutil.copy(BENCH / "README.md", readme)
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(results_dir / "decoder_llm.json", results / "decoder_llm.json")  # and no gpu.json
+    cmd = [
+        sys.executable,
+        str(BENCH / "render_readme.py"),
+        "--readme",
+        str(readme),
+        "--results",
+        str(results),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    text = readme.read_text(encoding="utf-8")
+    block = text.split("<!-- results:decoder_llm -->")[1].split("<!-- /results:decoder_llm -->")[0]
+    assert "bench/results/decoder_llm.json" in block
+    assert f"**{decoder_llm['summary']['held_out_after']['loss']:.3f}**" in block
+    gpu = text.split("<!-- results:gpu -->")[1].split("<!-- /results:gpu -->")[0]
+    assert "not measured on this machine" in gpu.lower()
+    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout

@@ -107,6 +107,12 @@ class ControlSection(_Section):
     trust_singleton: Literal["trusted", "population"] = Field(
         "population", description="consensus for a device alone in its cluster"
     )
+    norm_bound: float = Field(
+        3.0,
+        ge=0,
+        description="edges scale each device's update to at most this multiple of the median update "
+        "norm of the edge round (0 = off): a noise attacker's damage is bounded before trust catches it",
+    )
     trust_evidence: Literal["relative", "absolute"] = Field(
         "relative",
         description="relative: evidence / median evidence of the cluster (an honest majority scores "

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from elsa.aggregate import norm_bound_scales
 from elsa.errors import AdapterMismatchError, ConflictError, NotFoundError
 from elsa.model.adapters import AdapterState, select, state_delta
 from elsa.model.split import Segments
@@ -35,6 +36,7 @@ from elsa.sketch import (
     check_same_geometry,
     round_state,
     sketch_state,
+    sketched_norm,
     state_geometries,
     weighted_sum,
 )
@@ -62,7 +64,9 @@ class EdgeRound:
     on its own and its devices continue from their cluster's model (DESIGN §2.8). ``trust``:
     device → factor of its aggregation weight (0 for a quarantined device; missing = 1), so a
     device weighs trust × submitted examples (DESIGN §2.5). A cluster whose submitters all
-    weigh 0 keeps its previous model.
+    weigh 0 keeps its previous model. ``norm_bound``: each device's sketched update is scaled
+    to at most this multiple of the median update norm of the edge round's submitters before
+    merging (``elsa.aggregate.norm_bound_scales``; 0 = off).
     """
 
     run_id: str
@@ -74,6 +78,7 @@ class EdgeRound:
     trust: Mapping[str, float] = field(default_factory=dict)
     sketch: SketchParams = EXACT
     seed: int = 0
+    norm_bound: float = 0.0
     sessions: dict[str, EdgeStepper] = field(default_factory=dict)
     submissions: dict[int, dict[str, Submission]] = field(default_factory=dict)
     models: dict[int, dict[int, AdapterState]] = field(default_factory=dict)
@@ -175,6 +180,7 @@ class EdgeRound:
         got = self.submissions.get(edge_round, {})
         if not got:
             raise ConflictError(f"no device submitted edge round {edge_round} of round {self.round_index}")
+        scales = norm_bound_scales({d: sketched_norm(s.delta) for d, s in got.items()}, self.norm_bound)
         groups: dict[int, list[str]] = {}
         for device_id in sorted(got):
             groups.setdefault(self.cluster(device_id), []).append(device_id)
@@ -195,7 +201,7 @@ class EdgeRound:
             sums = {k: v.clone() for k, v in prev_exact.items()}
             for device_id, w in live:
                 for key, sketch in got[device_id].delta.items():
-                    parts.append(({key: sketch}, w / totals[key]))
+                    parts.append(({key: sketch}, w / totals[key] * scales[device_id]))
                 for key, value in self.sessions[device_id].state.items():
                     change = (value.detach().to(torch.float32) - base[key]) * (w / totals[key])
                     sums[key] = sums[key] + change if key in sums else change

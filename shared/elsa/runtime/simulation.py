@@ -394,6 +394,7 @@ class Simulation:
                 trust={d.device_id: self.control.weight(d.device_id, 1) for d in members},
                 sketch=params,
                 seed=seed,
+                norm_bound=self.config.control.norm_bound,
             )
             for device in members:
                 device.start_round(self._global_broadcast(cloud_round, CLOUD_TO_DEVICE))

@@ -25,6 +25,7 @@ __all__ = [
     "apply_sketches",
     "round_state",
     "sketch_state",
+    "sketched_norm",
     "sketches_nbytes",
     "state_geometries",
     "unsketch_state",
@@ -164,6 +165,17 @@ def weighted_mean(sketched: Sequence[tuple[Mapping[str, CountSketch], float]]) -
         table = sums[key] / totals[key] if totals[key] > 0 else plain[key] / counts[key]
         out[key] = CountSketch(table.astype(np.float32), geometry[key])
     return out
+
+
+def sketched_norm(sketches: Mapping[str, CountSketch]) -> float:
+    """Estimate of the L2 norm of the state a sketched state encodes: every row of a count
+    sketch holds signed sums whose squared norm is the vector's in expectation, so
+    ``sqrt(Σ ||table||² / rows)`` (exact for dense tables)."""
+    total = 0.0
+    for sketch in sketches.values():
+        table = np.asarray(sketch.table, dtype=np.float64)
+        total += float(np.square(table).sum()) / sketch.geometry.rows
+    return math.sqrt(total)
 
 
 def sketches_nbytes(sketches: Mapping[str, CountSketch]) -> int:

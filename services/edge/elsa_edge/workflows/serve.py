@@ -115,6 +115,7 @@ class EdgeWorker:
             trust=dict(task.trust),
             sketch=config.sketch_params(),
             seed=config.seed,
+            norm_bound=config.control.norm_bound,
         )
         splits = {d: SplitParams(head_blocks=h, tail_blocks=t) for d, (h, t) in task.splits.items()}
         for split in splits.values():
