@@ -4,13 +4,13 @@ ELSA as ``configs/study.yaml`` configures it, and ELSA with one part switched of
 (``elsa.runtime.strategies``): no clustering (one aggregate per edge), no trust (plain
 example-weighted aggregation), no sketch (exact fp32 adapter tables), no SS-OP (κ = 0) and a
 static split (the config's cut for every device instead of per-device plans). BBC News,
-Dirichlet α ∈ {0.1, 0.5}, seeds 0..2, the same data and step budget for every variant.
+Dirichlet α ∈ {0.1, 0.5}, seeds 0 and 1, the same data and step budget for every variant.
 
 Reported per (α, variant): final held-out accuracy (mean ± sd over seeds) and its difference
 from ELSA, MB per round (all tiers), the emulated device-edge communication time per round
 (the topology's link model; it is what the split plan trades against compute) and wall time.
 
-Usage: ``python bench/ablations.py [--quick] [--seeds 3] [--workers 2] [--dataset bbc_news]
+Usage: ``python bench/ablations.py [--quick] [--seeds 2] [--workers 2] [--dataset bbc_news]
 [--alphas 0.1 0.5] [--resume] [--out bench/results/ablations.json]``
 """
 
@@ -45,7 +45,7 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
     out: list[RunSpec] = []
     for seed in range(args.seeds):
         for alpha in args.alphas:
-            base = base_config(args.config, dataset=args.dataset, alpha=alpha, seed=seed, quick=args.quick)
+            base = base_config(args, dataset=args.dataset, alpha=alpha, seed=seed)
             out.extend(spec(base, variant) for variant in args.variants)
     return out
 
@@ -135,7 +135,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = study_parser(__doc__, NAME, "one seed, one α, two variants, smoke-size runs")
-    study_arguments(parser, seeds=3)
+    study_arguments(parser, seeds=2)
     parser.add_argument("--dataset", default="bbc_news")
     parser.add_argument("--alphas", nargs="+", type=float, default=[0.1, 0.5])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))

@@ -49,7 +49,7 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
     for dataset in args.datasets:
         for seed in range(args.seeds):
             for alpha in args.alphas:
-                base = base_config(args.config, dataset=dataset, alpha=alpha, seed=seed, quick=args.quick)
+                base = base_config(args, dataset=dataset, alpha=alpha, seed=seed)
                 for strategy in args.strategies:
                     if strategy == "centralized" and alpha != args.alphas[0]:
                         continue  # pooled data: α does not apply

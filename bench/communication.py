@@ -47,7 +47,7 @@ STRATEGIES = ("fedavg", "splitfed", "hierfl", "elsa", "elsa-no-sketch")
 def _specs(args: argparse.Namespace) -> list[RunSpec]:
     out: list[RunSpec] = []
     for seed in range(args.seeds):
-        base = base_config(args.config, dataset=args.dataset, alpha=args.alpha, seed=seed, quick=args.quick)
+        base = base_config(args, dataset=args.dataset, alpha=args.alpha, seed=seed)
         out.extend(spec(base, strategy) for strategy in args.strategies)
     return out
 

@@ -20,9 +20,12 @@ import json
 import re
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from elsa.runtime.report import render_study
 
 HERE = Path(__file__).parent
 MIB = 2**20
@@ -802,6 +805,15 @@ def render_gpu_missing() -> list[str]:
     ]
 
 
+def render_study_report(r: dict[str, Any]) -> list[str]:
+    """A comparison study's own ``report`` (tables and figures, see ``elsa report``), headings
+    demoted below the README section's; the PNGs are the ones the study wrote to results/."""
+    with tempfile.TemporaryDirectory() as tmp:
+        markdown = render_study(r["report"], Path(tmp), image_prefix="results/")
+    lines = markdown.splitlines()[1:]  # the section has its own title
+    return [f"#{line}" if line.startswith("###") else line for line in lines]
+
+
 RENDERERS: dict[str, Renderer] = {
     "http_overhead": render_http_overhead,
     "split_overhead": render_split_overhead,
@@ -818,6 +830,10 @@ RENDERERS: dict[str, Renderer] = {
     "scale": render_scale,
     "decoder_llm": render_decoder_llm,
     "gpu": render_gpu,
+    "accuracy": render_study_report,
+    "ablations": render_study_report,
+    "communication": render_study_report,
+    "robustness": render_study_report,
 }
 
 #: what a block shows when its result file does not exist (blocks not listed are left as they are)

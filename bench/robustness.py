@@ -40,7 +40,8 @@ from studykit import (
 )
 
 NAME = "robustness"
-STRATEGIES = ("fedavg", "splitfed", "hierfl", "elsa", "elsa-no-trust")
+#: SplitFed computes exactly what FedAvg computes (tests/unit/test_strategies.py): not run twice
+STRATEGIES = ("fedavg", "hierfl", "elsa", "elsa-no-trust")
 HOSTILE_FRACTION = 0.25
 DROPOUT = 0.2
 
@@ -65,16 +66,9 @@ def _scenarios(num_devices: int) -> dict[str, dict[str, Any]]:
 def _specs(args: argparse.Namespace) -> list[RunSpec]:
     out: list[RunSpec] = []
     for seed in range(args.seeds):
-        plain = base_config(args.config, dataset=args.dataset, alpha=args.alpha, seed=seed, quick=args.quick)
+        plain = base_config(args, dataset=args.dataset, alpha=args.alpha, seed=seed)
         for scenario, faults in _scenarios(plain.num_devices).items():
-            base = base_config(
-                args.config,
-                dataset=args.dataset,
-                alpha=args.alpha,
-                seed=seed,
-                quick=args.quick,
-                faults=faults,
-            )
+            base = base_config(args, dataset=args.dataset, alpha=args.alpha, seed=seed, faults=faults)
             for strategy in args.strategies:
                 out.append(spec(base, strategy, scenario=scenario))
     return out
@@ -149,9 +143,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]], num_devices: 
 def build(args: argparse.Namespace) -> dict[str, Any]:
     """Run the study and summarise it."""
     runs = run_specs(_specs(args), args.workers, args.out, resume=args.resume)
-    num_devices = base_config(
-        args.config, dataset=args.dataset, alpha=args.alpha, seed=0, quick=args.quick
-    ).num_devices
+    num_devices = base_config(args, dataset=args.dataset, alpha=args.alpha, seed=0).num_devices
     params = {
         "num_devices": num_devices,
         "hostile": [device_name(i) for i in _hostile(num_devices)],

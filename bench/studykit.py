@@ -70,14 +70,22 @@ def study_arguments(parser: argparse.ArgumentParser, *, seeds: int, workers: int
     parser.add_argument("--workers", type=int, default=workers, help="runs in parallel, 1 thread each")
     parser.add_argument("--config", type=Path, default=STUDY_CONFIG, help="the ELSA config to start from")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs of <out>.partial.jsonl")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="cloud rounds of the ELSA config (default: the config's)"
+    )
 
 
 def base_config(
-    path: Path, *, dataset: str, alpha: float | None, seed: int, quick: bool, **sections: dict[str, Any]
+    args: argparse.Namespace, *, dataset: str, alpha: float | None, seed: int, **sections: Any
 ) -> RunConfig:
-    """The study's ELSA config for one dataset, α and seed (``--quick``: smoke size)."""
+    """The study's ELSA config (``args.config``) for one dataset, α and seed; ``args.quick``:
+    smoke size; ``args.rounds``: another number of cloud rounds; ``sections``: more overrides."""
+    path: Path = args.config
+    quick: bool = args.quick
     raw = load_config(path).model_dump(mode="json")
     overrides: dict[str, dict[str, Any]] = {"data": {"dataset": dataset, "alpha": alpha}}
+    if args.rounds is not None:
+        overrides["train"] = {"cloud_rounds": args.rounds}
     if quick:
         overrides = merge_sections(overrides, QUICK)
         overrides["data"] = {**QUICK["data"], "dataset": dataset, "alpha": alpha}

@@ -68,15 +68,26 @@ def simulate(
     out: Annotated[Path, typer.Option(help="folder for run outputs")] = Path("runs"),
     run_id: Annotated[str | None, typer.Option(help="run id (default: <name>-<timestamp>)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: all cores)")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="run a baseline or ablation derived from the config instead of ELSA: centralized, "
+            "fedavg, splitfed, hierfl, elsa, elsa-no-clustering, elsa-no-trust, elsa-no-sketch, "
+            "elsa-no-ssop, elsa-static-split (same data, seeds and step budget)"
+        ),
+    ] = None,
 ) -> None:
     """Run a fine-tuning job in the simulation runtime (all tiers in one process)."""
     _local_job(threads)
     from elsa.runtime.config import RunConfig, load_config
     from elsa.runtime.report import plot_rounds, write_metrics
     from elsa.runtime.simulation import Simulation
+    from elsa.runtime.strategies import strategy_config
 
     try:
         cfg = load_config(config) if config is not None else RunConfig()
+        if strategy is not None:
+            cfg = strategy_config(cfg, strategy)
         rid = run_id or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out_dir = out / rid
         console.print(

@@ -65,3 +65,19 @@ def test_adapter_key_helpers() -> None:
     delta = state_delta({"k": torch.tensor([3.0])}, {"k": torch.tensor([1.0])})
     torch.testing.assert_close(delta["k"], torch.tensor([2.0]))
     assert state_numel({"a": torch.zeros(2, 3), "b": torch.zeros(4)}) == 10
+
+
+def test_norm_bound_scales_bring_outliers_to_a_multiple_of_the_median() -> None:
+    from elsa.aggregate import norm_bound_scales
+
+    norms = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 60.0}
+    scales = norm_bound_scales(norms, 3.0)
+    assert scales["a"] == scales["b"] == scales["c"] == 1.0
+    assert scales["d"] == pytest.approx(3.0 * 2.5 / 60.0)
+    assert norm_bound_scales(norms, 0.0) == dict.fromkeys(norms, 1.0)  # off
+    assert norm_bound_scales({"a": 1.0, "b": 100.0}, 3.0) == {"a": 1.0, "b": 1.0}  # too few peers
+    assert norm_bound_scales({"a": 0.0, "b": 0.0, "c": 5.0}, 3.0) == dict.fromkeys("abc", 1.0)
+    with pytest.raises(ConfigError):
+        norm_bound_scales({"a": float("nan"), "b": 1.0, "c": 1.0}, 3.0)
+    with pytest.raises(ConfigError):
+        norm_bound_scales(norms, -1.0)

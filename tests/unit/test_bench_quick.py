@@ -551,3 +551,66 @@ def test_render_readme_decoder_and_missing_gpu(
     assert "not measured on this machine" in gpu.lower()
     check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout
+
+
+# -- the comparison studies (strategies as configs of one engine) -------------------------------
+
+
+def _study_quick(script: str, out: Path) -> dict[str, Any]:
+    record = _run_quick(script, out)
+    _check_machine(record)
+    assert out.with_suffix(".partial.jsonl").exists() is False  # dropped once the JSON is written
+    for figure in record["report"]["figures"]:
+        png = out.parent / figure["file"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    for run in record["runs"]:
+        rounds = run["rounds"]
+        assert rounds[0]["round"] == 0 and len(rounds) >= 2
+        assert all(r["accuracy"] is not None and 0.0 <= r["accuracy"] <= 1.0 for r in rounds)
+        assert run["optimizer_steps"] == record["runs"][0]["optimizer_steps"]  # same step budget
+    return record
+
+
+def _runs_by_strategy(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {run["meta"]["strategy"]: run for run in record["runs"]}
+
+
+def test_accuracy_study_quick(tmp_path: Path) -> None:
+    record = _study_quick("accuracy.py", tmp_path / "accuracy.json")
+    runs = _runs_by_strategy(record)
+    assert sorted(runs) == ["centralized", "elsa"]
+    assert runs["centralized"]["meta"]["alpha"] == "pooled"
+    rows = record["report"]["tables"][0]["rows"]
+    assert [row[2] for row in rows] == ["centralized", "elsa"]
+
+
+def test_communication_study_quick(tmp_path: Path) -> None:
+    record = _study_quick("communication.py", tmp_path / "communication.json")
+    runs = _runs_by_strategy(record)
+    fedavg, elsa = runs["fedavg"]["rounds"][1:], runs["elsa"]["rounds"][1:]
+    # no split: no cut tensors; one tier: no edge-cloud bytes
+    assert all(r["bytes"].get("activations", 0) == 0 and r["tiers"]["edge-cloud"] == 0 for r in fedavg)
+    assert all(r["bytes"]["activations"] > 0 and r["tiers"]["edge-cloud"] > 0 for r in elsa)
+    assert all(r["tiers"]["total"] == sum(v for k, v in r["tiers"].items() if k != "total") for r in elsa)
+
+
+def test_robustness_study_quick(tmp_path: Path) -> None:
+    record = _study_quick("robustness.py", tmp_path / "robustness.json")
+    scenarios = {(r["meta"]["strategy"], r["meta"]["scenario"]) for r in record["runs"]}
+    assert scenarios == {
+        (s, c) for s in ("fedavg", "elsa") for c in ("clean", "label-flip", "noise", "dropout")
+    }
+    assert record["params"]["hostile"]  # a quarter of the devices
+    dropout = [r for r in record["runs"] if r["meta"]["scenario"] == "dropout"]
+    assert all(r["rounds"][k]["participants"] >= 1 for r in dropout for k in (1, 2))
+
+
+def test_ablation_study_quick(tmp_path: Path) -> None:
+    record = _study_quick("ablations.py", tmp_path / "ablations.json")
+    runs = _runs_by_strategy(record)
+    assert sorted(runs) == ["elsa", "elsa-no-sketch"]
+    # exact tables cost more adapter bytes than sketches
+    assert (
+        runs["elsa-no-sketch"]["rounds"][-1]["bytes"]["adapters_device_to_edge"]
+        > (runs["elsa"]["rounds"][-1]["bytes"]["adapters_device_to_edge"])
+    )

@@ -279,3 +279,30 @@ def test_a_sketch_of_another_geometry_is_refused() -> None:
             r.submit("a", 0, wrong, 1)
     assert r.submissions.get(0, {}) == {}
     r.submit("a", 0, sketch_state(delta, SKETCHED, 3, 5), 1)
+
+
+def test_a_huge_update_is_bounded_to_a_multiple_of_the_median_norm_before_merging() -> None:
+    """norm_bound 3: a device sending 1000x an honest-sized update moves its cluster's model by at
+    most 3x the median update (scaled, not dropped); honest-sized updates are untouched."""
+    cuts = dict.fromkeys(["a", "b", "c", "huge"], THIN)
+    start = split_model().initial_state()
+    deltas = {d: full_state(20 + i) for i, d in enumerate(cuts)}
+    deltas["huge"] = {k: v * 1000 for k, v in deltas["huge"].items()}
+    keys = split_model().segments(THIN).device_keys()
+    r = edge_round(cuts, start=start)
+    r.norm_bound = 3.0
+    for d in cuts:
+        train_and_submit(r, d, THIN, {k: start[k] + deltas[d][k] for k in start}, 10)
+    model = r.aggregate(0)[0]
+    norms = {d: float(torch.cat([deltas[d][k].flatten() for k in keys]).norm()) for d in cuts}
+    ordered = sorted(norms.values())
+    median = (ordered[1] + ordered[2]) / 2
+    scale = 3.0 * median / norms["huge"]
+    want = mean([({k: deltas[d][k] * (scale if d == "huge" else 1.0) for k in keys}, 1.0) for d in cuts])
+    assert_states_close(select(model, keys), {k: start[k] + want[k] for k in keys})
+    # off: the plain mean, dominated by the huge update
+    r_off = edge_round(cuts, start=start)
+    for d in cuts:
+        train_and_submit(r_off, d, THIN, {k: start[k] + deltas[d][k] for k in start}, 10)
+    plain = mean([({k: deltas[d][k] for k in keys}, 1.0) for d in cuts])
+    assert_states_close(select(r_off.aggregate(0)[0], keys), {k: start[k] + plain[k] for k in keys})

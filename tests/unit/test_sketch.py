@@ -398,3 +398,16 @@ def test_tables_rounded_to_fp16_travel_exactly_and_overflow_is_refused() -> None
     with pytest.raises(TensorError, match="overflows fp16"):
         huge.rounded("fp16")
     assert np.isfinite(huge.rounded("bf16").table).all()
+
+
+def test_sketched_norm_estimates_the_norm_of_what_the_sketch_encodes() -> None:
+    from elsa.params import SketchParams
+    from elsa.sketch import sketch_state, sketched_norm
+
+    g = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(4096, generator=g), "b": torch.randn(64, generator=g)}
+    exact = float(torch.cat([v.flatten() for v in state.values()]).norm())
+    dense = sketch_state(state, SketchParams(rows=1, compression=1.0, dense_below=2**40), 1, 0)
+    assert sketched_norm(dense) == pytest.approx(exact, rel=1e-6)
+    estimates = [sketched_norm(sketch_state(state, SketchParams(), 1, seed)) for seed in range(20)]
+    assert sum(estimates) / len(estimates) == pytest.approx(exact, rel=0.05)
