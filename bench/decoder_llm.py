@@ -31,8 +31,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +56,21 @@ from elsa.data.instructions import (
 from elsa.model.loading import load_task_model
 from elsa.model.packaged import smollm2_dir
 from elsa.model.split import SplitModel
-from elsa.model.training import Batch, DeviceStepper, EdgeStepper
+from elsa.model.training import Batch, CutLink, DeviceStepper, EdgeStepper
 from elsa.params import LoraParams, SplitParams, TrainParams, TransportParams, WireDType
 from elsa.runtime.transport import ByteCounter, InMemoryCutLink
+from steptiming import CUT_PHASES, Marks, StampedLink, segment_stamps
 
 NAME = "decoder_llm"
 MODEL = "SmolLM2-135M-Instruct (packaged GGUF, dequantised to fp32)"
-PHASES = (
-    "head_fwd",
-    "cut_fwd_codec",
-    "body_fwd",
-    "tail_fwd",
-    "loss_tail_bwd",
-    "cut_bwd_codec",
-    "body_bwd",
-    "body_opt",
-    "head_bwd",
-    "device_opt",
-)
+#: the rest of the split step after CUT_PHASES, cut at the optimizer steps: phase -> (start, end stamp)
+BACKWARD_SPANS = {
+    "body_bwd": ("edge_b0", "edge_opt0"),
+    "body_opt": ("edge_opt0", "edge_b1"),
+    "head_bwd": ("link_b1", "dev_opt0"),
+    "device_opt": ("dev_opt0", "t1"),
+}
+PHASES = (*CUT_PHASES, *BACKWARD_SPANS)
 #: per-segment view of the phases: which phases make up each part of a step
 SEGMENTS: dict[str, tuple[str, ...]] = {
     "head fwd + bwd (device)": ("head_fwd", "head_bwd"),
@@ -132,91 +129,10 @@ def encode(tokenizer: Any, examples: Sequence[InstructionExample], seq_len: int)
     return Encoded(ids, mask, labels, tuple(e.kind for e in examples))
 
 
-# ------------------------------------------------------------------------------ phase timing
-
-
-@dataclass
-class Marks:
-    """``perf_counter`` stamps of the current step, by name."""
-
-    t: dict[str, float] = field(default_factory=dict)
-
-    def __call__(self, name: str) -> None:
-        self.t[name] = time.perf_counter()
-
-    def phases_ms(self) -> dict[str, float]:
-        """The step cut into PHASES (they sum to the whole step, ``t1 - t0``)."""
-        t = self.t
-        body_fwd = t["edge_f1"] - t["edge_f0"]
-        body_bwd_all = t["edge_b1"] - t["edge_b0"]
-        spans = {
-            "head_fwd": t["head1"] - t["t0"],
-            "cut_fwd_codec": t["link_f1"] - t["head1"] - body_fwd,
-            "body_fwd": body_fwd,
-            "tail_fwd": t["tail1"] - t["link_f1"],
-            "loss_tail_bwd": t["link_b0"] - t["tail1"],
-            "cut_bwd_codec": t["link_b1"] - t["link_b0"] - body_bwd_all,
-            "body_bwd": t["edge_opt0"] - t["edge_b0"],
-            "body_opt": t["edge_b1"] - t["edge_opt0"],
-            "head_bwd": t["dev_opt0"] - t["link_b1"],
-            "device_opt": t["t1"] - t["dev_opt0"],
-        }
-        return {k: v * 1e3 for k, v in spans.items()}
-
-
-@dataclass
-class TimedEdge:
-    """The edge session port, stamping the start and end of body forward and backward."""
-
-    edge: EdgeStepper
-    marks: Marks
-
-    def forward(self, step: int, lower: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        self.marks("edge_f0")
-        out = self.edge.forward(step, lower, attention_mask)
-        self.marks("edge_f1")
-        return out
-
-    def backward(self, step: int, upper_grad: torch.Tensor) -> torch.Tensor:
-        self.marks("edge_b0")
-        out = self.edge.backward(step, upper_grad)
-        self.marks("edge_b1")
-        return out
-
-
-@dataclass
-class TimedLink:
-    """A CutLink stamping the start and end of each exchange (codec + edge work)."""
-
-    link: InMemoryCutLink
-    marks: Marks
-
-    def forward(self, step: int, activations: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        self.marks("link_f0")
-        out = self.link.forward(step, activations, attention_mask)
-        self.marks("link_f1")
-        return out
-
-    def backward(self, step: int, grad: torch.Tensor) -> torch.Tensor:
-        self.marks("link_b0")
-        out = self.link.backward(step, grad)
-        self.marks("link_b1")
-        return out
-
-
-def _stamp(marks: Marks, name: str) -> Callable[..., None]:
-    def hook(*_args: Any) -> None:
-        marks(name)
-
-    return hook
-
-
 # ------------------------------------------------------------------------------- evaluation
 
 
-def held_out_metrics(
-    device: DeviceStepper, link: TimedLink, data: Encoded, batch_size: int
-) -> dict[str, Any]:
+def held_out_metrics(device: DeviceStepper, link: CutLink, data: Encoded, batch_size: int) -> dict[str, Any]:
     """Answer-token loss and teacher-forced accuracy on ``data`` through the split model.
 
     Token-weighted means over every answer token, overall and per instruction kind.
@@ -287,15 +203,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = DeviceStepper.create(segments.head, segments.tail, state, train_params)
     edge_stepper = EdgeStepper.create(segments.body, state, train_params)
     counter = ByteCounter()
-    link = TimedLink(
-        InMemoryCutLink("bench", TimedEdge(edge_stepper, marks), TransportParams(dtype=wire), counter), marks
-    )
-    device.optimizer.register_step_pre_hook(_stamp(marks, "dev_opt0"))
-    edge_stepper.optimizer.register_step_pre_hook(_stamp(marks, "edge_opt0"))
-    hooks = [
-        segments.head.register_forward_hook(_stamp(marks, "head1")),
-        segments.tail.register_forward_hook(_stamp(marks, "tail1")),
-    ]
+    edge = StampedLink(edge_stepper, marks, "edge")
+    link = StampedLink(InMemoryCutLink("bench", edge, TransportParams(dtype=wire), counter), marks, "link")
+    device.optimizer.register_step_pre_hook(marks.hook("dev_opt0"))
+    edge_stepper.optimizer.register_step_pre_hook(marks.hook("edge_opt0"))
 
     eval_started = time.perf_counter()
     before = held_out_metrics(device, link, held_out, args.batch_size)
@@ -305,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     step_records: list[dict[str, Any]] = []
     wire_bytes: list[dict[str, int]] = []
-    try:
+    with segment_stamps(marks, segments.head, segments.tail):
         for i in range(steps):
             batch = train.batch(slice(i * args.batch_size, (i + 1) * args.batch_size))
             cpu0 = time.process_time()
@@ -313,7 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             loss = device.step(i, batch, link)
             marks("t1")
             cpu_ms = (time.process_time() - cpu0) * 1e3
-            phases = marks.phases_ms()
+            phases = marks.phases_ms(BACKWARD_SPANS)
             wire_bytes.append(counter.snapshot_and_reset())
             record = {
                 "step": i + 1,
@@ -327,9 +238,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             step_records.append(record)
             print(f"step {i + 1}/{steps}: loss {loss:.3f}, {record['step_ms']:.0f} ms", flush=True)
         after = held_out_metrics(device, link, held_out, args.batch_size)
-    finally:
-        for handle in hooks:
-            handle.remove()
     print(f"held-out loss after training: {after['loss']:.3f}", flush=True)
 
     timed = step_records[args.warmup :] or step_records

@@ -91,7 +91,7 @@ from benchkit import (
 )
 from elsa.errors import DecodeError, NotFoundError, PayloadTooLargeError, TensorError, error_from_code
 from elsa.infra.http import EdgeClient
-from elsa.infra.web import install_error_handlers
+from elsa.infra.web import FRAMES, install_error_handlers
 from elsa.model.loading import TaskModel, load_task_model, wrap_with_lora
 from elsa.model.packaged import smollm2_dir
 from elsa.model.split import SplitModel
@@ -107,6 +107,7 @@ from elsa.wire import (
     TensorPayload,
     encode_frames,
 )
+from steptiming import Marks, segment_stamps
 
 M = TypeVar("M", bound=Message)
 
@@ -114,7 +115,6 @@ NAME = "gpu"
 NO_CUDA_MESSAGE = "no CUDA device: bench/gpu.py measures GPU throughput only"
 NO_CUDA_EXIT = 3
 CPU_SMOKE_LABEL = "CPU smoke run (--device cpu --quick): NOT a GPU measurement"
-FRAMES = "application/x-elsa-frames"
 TIMING_HEADER = "x-elsa-edge-ms"
 MAX_BODY_BYTES = 512 * 2**20
 TRANSFERS = ("d2h", "encode", "http", "decode", "h2d")
@@ -298,38 +298,48 @@ class GpuEdgeSession:
 
     def forward(self, request: ForwardRequest) -> tuple[bytes, dict[str, float]]:
         """Lower-cut activations -> upper-cut activations (graph kept for the backward)."""
-        marks = [time.perf_counter()]
+        started = time.perf_counter()
         lower = self.staging.to_device("fwd_in", request.activations)
         mask = self.staging.to_device("mask_in", request.attention_mask).long()
         check_finite(lower, "activations")
-        marks.append(time.perf_counter())
-        with autocast(self.device):
-            upper = self.stepper.forward(request.step, lower, mask)
-        sync(self.device)
-        marks.append(time.perf_counter())
-        host = self.staging.to_host("fwd_out", upper, torch.bfloat16)
-        marks.append(time.perf_counter())
-        reply = ForwardResponse(session_id=self.session_id, step=request.step, activations=host_payload(host))
-        out = frames_body(reply)
-        marks.append(time.perf_counter())
-        return out, _spans(marks, ("h2d", "compute", "d2h", "encode"))
+
+        def reply(upper: TensorPayload) -> Message:
+            return ForwardResponse(session_id=self.session_id, step=request.step, activations=upper)
+
+        return self._answer(
+            started, lambda: self.stepper.forward(request.step, lower, mask), "fwd_out", reply
+        )
 
     def backward(self, request: BackwardRequest) -> tuple[bytes, dict[str, float]]:
         """Upper-cut gradient -> lower-cut gradient; steps the body's optimizer."""
-        marks = [time.perf_counter()]
+        started = time.perf_counter()
         grad = self.staging.to_device("bwd_in", request.grad)
         check_finite(grad, "gradient")
-        marks.append(time.perf_counter())
+
+        def reply(lower_grad: TensorPayload) -> Message:
+            return BackwardResponse(session_id=self.session_id, step=request.step, grad=lower_grad)
+
+        return self._answer(started, lambda: self.stepper.backward(request.step, grad), "bwd_out", reply)
+
+    def _answer(
+        self,
+        started: float,
+        compute: Callable[[], torch.Tensor],
+        out_buffer: str,
+        reply: Callable[[TensorPayload], Message],
+    ) -> tuple[bytes, dict[str, float]]:
+        """Run ``compute`` (autocast, synchronised), copy its result to the host as bf16 and frame
+        ``reply`` to it; the body and the ms of each part since ``started`` (the input's arrival)."""
+        marks = [started, time.perf_counter()]
         with autocast(self.device):
-            lower_grad = self.stepper.backward(request.step, grad)
+            out = compute()
         sync(self.device)
         marks.append(time.perf_counter())
-        host = self.staging.to_host("bwd_out", lower_grad, torch.bfloat16)
+        host = self.staging.to_host(out_buffer, out, torch.bfloat16)
         marks.append(time.perf_counter())
-        reply = BackwardResponse(session_id=self.session_id, step=request.step, grad=host_payload(host))
-        out = frames_body(reply)
+        body = frames_body(reply(host_payload(host)))
         marks.append(time.perf_counter())
-        return out, _spans(marks, ("h2d", "compute", "d2h", "encode"))
+        return body, _spans(marks, ("h2d", "compute", "d2h", "encode"))
 
 
 def _spans(marks: list[float], names: tuple[str, ...]) -> dict[str, float]:
@@ -365,20 +375,16 @@ def edge_app(session: GpuEdgeSession) -> FastAPI:
         spans = {"decode": reader.seconds * 1e3, **spans}
         return Response(content=out, media_type=FRAMES, headers={TIMING_HEADER: json.dumps(spans)})
 
-    @app.post("/v1/sessions/{session_id}/forward")
-    async def forward(session_id: str, request: Request) -> Response:
-        check(session_id)
-        reader = FrameReader(ForwardRequest)
-        out, spans = session.forward(await read(request, reader))
-        return reply(out, spans, reader)
+    def route(kind: str, message: type[M], handle: Callable[[M], tuple[bytes, dict[str, float]]]) -> None:
+        @app.post(f"/v1/sessions/{{session_id}}/{kind}", name=kind)
+        async def exchange(session_id: str, request: Request) -> Response:
+            check(session_id)
+            reader = FrameReader(message)
+            out, spans = handle(await read(request, reader))
+            return reply(out, spans, reader)
 
-    @app.post("/v1/sessions/{session_id}/backward")
-    async def backward(session_id: str, request: Request) -> Response:
-        check(session_id)
-        reader = FrameReader(BackwardRequest)
-        out, spans = session.backward(await read(request, reader))
-        return reply(out, spans, reader)
-
+    route("forward", ForwardRequest, session.forward)
+    route("backward", BackwardRequest, session.backward)
     return app
 
 
@@ -442,21 +448,14 @@ def edge_process(shape: Shape, device: torch.device, seed: int, threads: int) ->
 
 
 @dataclass
-class DeviceMarks:
+class DeviceMarks(Marks):
     """Stamps of an instrumented split step, taken after synchronising the device."""
 
     device: torch.device
-    t: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, name: str) -> None:
         sync(self.device)
-        self.t[name] = time.perf_counter()
-
-    def hook(self, name: str) -> Callable[..., None]:
-        def stamp(*_args: Any) -> None:
-            self(name)
-
-        return stamp
+        super().__call__(name)
 
 
 @dataclass
@@ -620,19 +619,14 @@ def measure_model(shape: Shape, device: torch.device, args: argparse.Namespace) 
         marks = DeviceMarks(device)
 
         def instrumented(i: int) -> dict[str, float]:
-            handles = [
-                segments.head.register_forward_hook(marks.hook("head1")),
-                segments.tail.register_forward_hook(marks.hook("tail1")),
-            ]
             link.instrument = marks
             try:
-                marks("t0")
-                split_step(i)
-                marks("t1")
+                with segment_stamps(marks, segments.head, segments.tail):
+                    marks("t0")
+                    split_step(i)
+                    marks("t1")
             finally:
                 link.instrument = None
-                for handle in handles:
-                    handle.remove()
             return split_phases(marks.t, link.last)
 
         timed: dict[str, Callable[[int], float]] = {"monolithic": mono_step, "split_http": split_step}

@@ -569,6 +569,12 @@ def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _report_columns(r: dict[str, Any], title: str) -> list[str]:
+    """The columns of the table ``title`` in the record's own ``report`` (as its script wrote them)."""
+    columns: list[str] = next(t["columns"] for t in r["report"]["tables"] if t["title"] == title)
+    return columns
+
+
 def render_scale(r: dict[str, Any]) -> list[str]:
     d, s = r["devices"], r["sessions"]
     dp, sp = d["params"], s["params"]
@@ -658,21 +664,7 @@ def render_scale(r: dict[str, Any]) -> list[str]:
         f"{sp['max_level_s']:.0f} s cap per level. Steps/s = timed steps ÷ the time from all clients' start "
         "to the last one's end; edge CPU % = the edge process's CPU time over that time.",
         "",
-        *md_table(
-            [
-                "clients C",
-                "steps timed",
-                "p50 step ms",
-                "p99 step ms",
-                "p50 HTTP ms",
-                "p99 HTTP ms",
-                "steps/s (all clients)",
-                "errors",
-                "edge RSS MiB",
-                "edge CPU %",
-            ],
-            session_rows,
-        ),
+        *md_table(_report_columns(r, "Concurrent split sessions on one edge"), session_rows),
         *([""] + [f"![{f['title']}](results/{f['file']})" for f in figures] if figures else []),
     ]
 

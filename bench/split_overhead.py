@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +41,15 @@ from elsa.model.split import Segments, SplitModel
 from elsa.model.training import Batch, DeviceStepper, EdgeStepper, make_optimizer, task_loss
 from elsa.params import LoraParams, SplitParams, TrainParams, TransportParams, WireDType
 from elsa.runtime.transport import ByteCounter, InMemoryCutLink
+from steptiming import CUT_PHASES, Marks, StampedLink, segment_stamps
 
 NAME = "split_overhead"
 NUM_LABELS = 5
 TOKEN_LOW, TOKEN_HIGH = 1000, 20000
 WIRE_DTYPES: tuple[WireDType, ...] = ("fp32", "fp16")
-PHASES = (
-    "head_fwd",
-    "cut_fwd_codec",
-    "body_fwd",
-    "tail_fwd",
-    "loss_tail_bwd",
-    "cut_bwd_codec",
-    "body_bwd_opt",
-    "head_bwd_opt",
-)
+#: the rest of the split step after CUT_PHASES: phase -> (start stamp, end stamp)
+BACKWARD_SPANS = {"body_bwd_opt": ("edge_b0", "edge_b1"), "head_bwd_opt": ("link_b1", "t1")}
+PHASES = (*CUT_PHASES, *BACKWARD_SPANS)
 
 StepFn = Callable[[int], float]
 
@@ -104,73 +97,6 @@ def split_step_fn(
 # ------------------------------------------------------------------------------ phase breakdown
 
 
-@dataclass
-class Marks:
-    """perf_counter timestamps of the current instrumented step."""
-
-    t: dict[str, float] = field(default_factory=dict)
-
-    def __call__(self, name: str) -> None:
-        self.t[name] = time.perf_counter()
-
-    def phases_ms(self) -> dict[str, float]:
-        """The step cut into PHASES (they sum to the whole step)."""
-        t = self.t
-        body_fwd = t["edge_f1"] - t["edge_f0"]
-        body_bwd = t["edge_b1"] - t["edge_b0"]
-        spans = {
-            "head_fwd": t["head1"] - t["t0"],
-            "cut_fwd_codec": t["link_f1"] - t["head1"] - body_fwd,
-            "body_fwd": body_fwd,
-            "tail_fwd": t["tail1"] - t["link_f1"],
-            "loss_tail_bwd": t["link_b0"] - t["tail1"],
-            "cut_bwd_codec": t["link_b1"] - t["link_b0"] - body_bwd,
-            "body_bwd_opt": body_bwd,
-            "head_bwd_opt": t["t1"] - t["link_b1"],
-        }
-        return {k: v * 1e3 for k, v in spans.items()}
-
-
-@dataclass
-class TimedEdge:
-    """An edge session port that stamps the start/end of body forward and backward."""
-
-    edge: EdgeStepper
-    marks: Marks
-
-    def forward(self, step: int, lower: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        self.marks("edge_f0")
-        out = self.edge.forward(step, lower, attention_mask)
-        self.marks("edge_f1")
-        return out
-
-    def backward(self, step: int, upper_grad: torch.Tensor) -> torch.Tensor:
-        self.marks("edge_b0")
-        out = self.edge.backward(step, upper_grad)
-        self.marks("edge_b1")
-        return out
-
-
-@dataclass
-class TimedLink:
-    """A CutLink that stamps the start/end of each exchange (codec + edge work)."""
-
-    link: InMemoryCutLink
-    marks: Marks
-
-    def forward(self, step: int, activations: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        self.marks("link_f0")
-        out = self.link.forward(step, activations, attention_mask)
-        self.marks("link_f1")
-        return out
-
-    def backward(self, step: int, grad: torch.Tensor) -> torch.Tensor:
-        self.marks("link_b0")
-        out = self.link.backward(step, grad)
-        self.marks("link_b1")
-        return out
-
-
 def phased_split_runner(
     segments: Segments, state: dict[str, torch.Tensor], batch: Batch, train: TrainParams, dtype: WireDType
 ) -> Callable[[int, int], list[dict[str, float]]]:
@@ -180,30 +106,19 @@ def phased_split_runner(
     """
     marks = Marks()
     device = DeviceStepper.create(segments.head, segments.tail, state, train)
-    edge = TimedEdge(EdgeStepper.create(segments.body, state, train), marks)
-    link = TimedLink(InMemoryCutLink("bench", edge, TransportParams(dtype=dtype), ByteCounter()), marks)
-
-    def stamp(name: str) -> Callable[..., None]:
-        def hook(*_args: Any) -> None:
-            marks(name)
-
-        return hook
+    edge = StampedLink(EdgeStepper.create(segments.body, state, train), marks, "edge")
+    link = StampedLink(
+        InMemoryCutLink("bench", edge, TransportParams(dtype=dtype), ByteCounter()), marks, "link"
+    )
 
     def run(first: int, n: int) -> list[dict[str, float]]:
-        handles = [
-            segments.head.register_forward_hook(stamp("head1")),
-            segments.tail.register_forward_hook(stamp("tail1")),
-        ]
         out = []
-        try:
+        with segment_stamps(marks, segments.head, segments.tail):
             for i in range(first, first + n):
                 marks("t0")
                 device.step(i, batch, link)
                 marks("t1")
-                out.append(marks.phases_ms())
-        finally:
-            for handle in handles:
-                handle.remove()
+                out.append(marks.phases_ms(BACKWARD_SPANS))
         return out
 
     return run

@@ -35,6 +35,32 @@ def _run_quick(script: str, out: Path) -> dict[str, Any]:
     return record
 
 
+def _render_readme(results: Path, tmp_path: Path) -> str:
+    """Render a copy of ``bench/README.md`` (in ``tmp_path``) from ``results``; its text.
+
+    Rendering must be idempotent: a second pass with ``--check`` reports the copy up to date.
+    """
+    readme = tmp_path / "README.md"
+    shutil.copy(BENCH / "README.md", readme)
+    cmd = [
+        sys.executable,
+        str(BENCH / "render_readme.py"),
+        "--readme",
+        str(readme),
+        "--results",
+        str(results),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout
+    return readme.read_text(encoding="utf-8")
+
+
+def _results_block(text: str, name: str) -> str:
+    """What the README's ``results:name`` block holds."""
+    return text.split(f"<!-- results:{name} -->")[1].split(f"<!-- /results:{name} -->")[0]
+
+
 def _check_machine(record: dict[str, Any]) -> None:
     machine = record["machine"]
     assert machine["torch_threads"] >= 1
@@ -139,28 +165,14 @@ def test_render_readme_fills_every_block(
     tmp_path: Path,
 ) -> None:
     shutil.copy(BENCH / "results" / "wire_frames.json", results_dir / "wire_frames.json")
-    readme = tmp_path / "README.md"
-    shutil.copy(BENCH / "README.md", readme)
-    cmd = [
-        sys.executable,
-        str(BENCH / "render_readme.py"),
-        "--readme",
-        str(readme),
-        "--results",
-        str(results_dir),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True)
-    text = readme.read_text(encoding="utf-8")
+    text = _render_readme(results_dir, tmp_path)
     for name in ("split_overhead", "simulate_default", "device_memory", "wire_frames"):
-        block = text.split(f"<!-- results:{name} -->")[1].split(f"<!-- /results:{name} -->")[0]
+        block = _results_block(text, name)
         assert f"bench/results/{name}.json" in block
         assert "| " in block  # a table
     assert f"{simulate_default['runs']['elsa']['final_accuracy']:.3f}" in text
     assert f"{split_overhead['results']['split_fp16']['median_ms']:.1f}" in text
     assert f"{device_memory['references']['adapter_bytes'] / 2**20:.2f}" in text
-    # rendering is idempotent: a second pass reports the file up to date
-    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stdout
 
 
 def test_http_overhead_quick(results_dir: Path) -> None:
@@ -306,28 +318,15 @@ def test_render_readme_fills_control_plane_blocks(
     assignment_latency: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    readme = tmp_path / "README.md"
-    shutil.copy(BENCH / "README.md", readme)
-    cmd = [
-        sys.executable,
-        str(BENCH / "render_readme.py"),
-        "--readme",
-        str(readme),
-        "--results",
-        str(results_dir),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True)
-    text = readme.read_text(encoding="utf-8")
+    text = _render_readme(results_dir, tmp_path)
     for name in ("cluster_quality", "trust_quarantine", "assignment_latency"):
-        block = text.split(f"<!-- results:{name} -->")[1].split(f"<!-- /results:{name} -->")[0]
+        block = _results_block(text, name)
         assert f"bench/results/{name}.json" in block
         assert "| " in block
     assert f"**{cluster_quality['seeds'][0]['ari']:.3f}**" in text
     assert f"{assignment_latency['summary']['latency']['comm_s_mean']:.2f}" in text
     final = trust_quarantine["settings"]["non_iid"]["malicious"]["summary"]["final_accuracy"]
     assert f"**{final:.3f}**" in text
-    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stdout
 
 
 def test_privacy_attacks_quick(tmp_path: Path) -> None:
@@ -529,28 +528,15 @@ def test_gpu_without_cuda_exits_3(tmp_path: Path) -> None:
 def test_render_readme_decoder_and_missing_gpu(
     results_dir: Path, decoder_llm: dict[str, Any], tmp_path: Path
 ) -> None:
-    readme = tmp_path / "README.md"
-    shutil.copy(BENCH / "README.md", readme)
     results = tmp_path / "results"
     results.mkdir()
     shutil.copy(results_dir / "decoder_llm.json", results / "decoder_llm.json")  # and no gpu.json
-    cmd = [
-        sys.executable,
-        str(BENCH / "render_readme.py"),
-        "--readme",
-        str(readme),
-        "--results",
-        str(results),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True)
-    text = readme.read_text(encoding="utf-8")
-    block = text.split("<!-- results:decoder_llm -->")[1].split("<!-- /results:decoder_llm -->")[0]
+    text = _render_readme(results, tmp_path)
+    block = _results_block(text, "decoder_llm")
     assert "bench/results/decoder_llm.json" in block
     assert f"**{decoder_llm['summary']['held_out_after']['loss']:.3f}**" in block
-    gpu = text.split("<!-- results:gpu -->")[1].split("<!-- /results:gpu -->")[0]
+    gpu = _results_block(text, "gpu")
     assert "not measured on this machine" in gpu.lower()
-    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True, check=False)
-    assert check.returncode == 0, check.stdout
 
 
 # -- the comparison studies (strategies as configs of one engine) -------------------------------
