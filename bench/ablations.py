@@ -24,15 +24,14 @@ from benchkit import study_parser
 from elsa.runtime.strategies import ABLATIONS
 from studykit import (
     RunSpec,
+    Study,
     base_config,
     curve,
-    emit,
     fmt_mean_sd,
     group,
     mb_per_round,
     mean_sd,
     run_main,
-    run_specs,
     spec,
     study_arguments,
 )
@@ -118,19 +117,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the study and summarise it."""
-    runs = run_specs(_specs(args), args.workers, args.out, resume=args.resume)
-    params = {
-        "dataset": args.dataset,
-        "alphas": args.alphas,
-        "seeds": args.seeds,
-        "variants": args.variants,
-        "workers": args.workers,
-        "config": str(args.config),
-        "quick": args.quick,
-    }
-    return emit(NAME, args, params, runs, _summary(args, runs))
+STUDY = Study(NAME, _specs, _summary)
 
 
 def main() -> None:
@@ -142,7 +129,7 @@ def main() -> None:
     args = parser.parse_known_args()[0]
     if args.quick:
         parser.set_defaults(seeds=1, alphas=[0.5], variants=["elsa", "elsa-no-sketch"])
-    run_main(parser, build)
+    run_main(parser, STUDY)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Datasets BBC News and Rotten Tomatoes, Dirichlet α ∈ {0.1, 0.5}, seeds 0..2 (
 run pools the data, so it is run once per dataset and seed and shown under both α).
 
 Reported per (dataset, α, strategy): final held-out accuracy (mean ± sd over seeds), optimizer
-steps (all devices) and wall time to a target accuracy, MB per round (all tiers). The target is
+steps (all devices) and wall time to a target accuracy, MB sent by the whole run (all tiers). The target is
 90 % of the centralized run's final accuracy on that dataset (mean over seeds); a strategy
 that never reaches it in any seed shows '–'. Wall time is the simulation's, two runs sharing the
 two cores: compare it across strategies only.
@@ -25,15 +25,14 @@ from typing import Any
 from benchkit import study_parser
 from studykit import (
     RunSpec,
+    Study,
     base_config,
     curve,
-    emit,
     fmt_mean_sd,
     group,
-    mb_per_round,
     mean_sd,
     run_main,
-    run_specs,
+    run_mb,
     spec,
     study_arguments,
     to_target,
@@ -86,7 +85,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
                         f"{len(hits)}/{len(group_runs)}",
                         fmt_mean_sd((t["steps"] for t in hits), "{:.0f}"),
                         fmt_mean_sd((t["wall_s"] for t in hits), "{:.0f}"),
-                        fmt_mean_sd((mb_per_round(r) for r in group_runs), "{:.2f}"),
+                        fmt_mean_sd((run_mb(r) for r in group_runs), "{:.0f}"),
                     ]
                 )
                 series[strategy] = curve(group_runs)
@@ -106,7 +105,9 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
         "text": (
             f"Final held-out accuracy (mean ± sd over {args.seeds} seed(s)); steps and wall seconds "
             f"to the target ({TARGET_FRACTION:.0%} of centralized final accuracy — {target_text}) "
-            "over the seeds that reach it; MB per round, all tiers."
+            "over the seeds that reach it; run MB = every byte the run sent, all tiers (the same step budget "
+            "for every strategy; a one-tier strategy's round is one edge round, so per-round figures do "
+            "not compare)."
         ),
         "tables": [
             {
@@ -120,7 +121,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
                     "reached target",
                     "steps to target",
                     "wall s to target",
-                    "MB/round",
+                    "run MB",
                 ],
                 "rows": rows,
             }
@@ -129,21 +130,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the study and summarise it."""
-    specs = _specs(args)
-    runs = run_specs(specs, args.workers, args.out, resume=args.resume)
-    params = {
-        "datasets": args.datasets,
-        "alphas": args.alphas,
-        "seeds": args.seeds,
-        "strategies": args.strategies,
-        "workers": args.workers,
-        "config": str(args.config),
-        "quick": args.quick,
-        "target_fraction": TARGET_FRACTION,
-    }
-    return emit(NAME, args, params, runs, _summary(args, runs))
+STUDY = Study(NAME, _specs, _summary)
 
 
 def main() -> None:
@@ -155,7 +142,7 @@ def main() -> None:
     args = parser.parse_known_args()[0]
     if args.quick:
         parser.set_defaults(seeds=1, alphas=[0.5], datasets=["bbc_news"], strategies=["centralized", "elsa"])
-    run_main(parser, build)
+    run_main(parser, STUDY)
 
 
 if __name__ == "__main__":

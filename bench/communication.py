@@ -28,13 +28,13 @@ from benchkit import study_parser
 from studykit import (
     TIERS,
     RunSpec,
+    Study,
     base_config,
-    emit,
     fmt_mean_sd,
     group,
     mb_per_round,
     run_main,
-    run_specs,
+    run_mb,
     spec,
     study_arguments,
     to_target,
@@ -69,7 +69,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
             [
                 strategy,
                 *per_tier,
-                fmt_mean_sd((sum(x["tiers"]["total"] for x in r["rounds"]) / 1e6 for r in got), "{:.1f}"),
+                fmt_mean_sd((run_mb(r) for r in got), "{:.1f}"),
                 fmt_mean_sd(r["final_accuracy"] for r in got),
                 f"{len(hits)}/{len(got)}",
                 fmt_mean_sd(hits, "{:.1f}"),
@@ -131,20 +131,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the study and summarise it."""
-    runs = run_specs(_specs(args), args.workers, args.out, resume=args.resume)
-    params = {
-        "dataset": args.dataset,
-        "alpha": args.alpha,
-        "seeds": args.seeds,
-        "strategies": args.strategies,
-        "target": args.target,
-        "workers": args.workers,
-        "config": str(args.config),
-        "quick": args.quick,
-    }
-    return emit(NAME, args, params, runs, _summary(args, runs))
+STUDY = Study(NAME, _specs, _summary)
 
 
 def main() -> None:
@@ -157,7 +144,7 @@ def main() -> None:
     args = parser.parse_known_args()[0]
     if args.quick:
         parser.set_defaults(strategies=["fedavg", "elsa"])
-    run_main(parser, build)
+    run_main(parser, STUDY)
 
 
 if __name__ == "__main__":

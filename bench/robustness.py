@@ -28,13 +28,12 @@ from benchkit import study_parser
 from elsa.runtime.simulation import device_name
 from studykit import (
     RunSpec,
+    Study,
     base_config,
-    emit,
     fmt_mean_sd,
     group,
     mean_sd,
     run_main,
-    run_specs,
     spec,
     study_arguments,
 )
@@ -74,7 +73,16 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
     return out
 
 
-def _summary(args: argparse.Namespace, runs: list[dict[str, Any]], num_devices: int) -> dict[str, Any]:
+def _num_devices(args: argparse.Namespace) -> int:
+    return base_config(args, dataset=args.dataset, alpha=args.alpha, seed=0).num_devices
+
+
+def _extra(args: argparse.Namespace) -> dict[str, Any]:
+    return {"hostile": [device_name(i) for i in _hostile(_num_devices(args))]}
+
+
+def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    num_devices = _num_devices(args)
     by = group(runs, "strategy", "scenario")
     scenarios = list(_scenarios(num_devices))
     hostile = {device_name(i) for i in _hostile(num_devices)}
@@ -140,24 +148,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]], num_devices: 
     }
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the study and summarise it."""
-    runs = run_specs(_specs(args), args.workers, args.out, resume=args.resume)
-    num_devices = base_config(args, dataset=args.dataset, alpha=args.alpha, seed=0).num_devices
-    params = {
-        "num_devices": num_devices,
-        "hostile": [device_name(i) for i in _hostile(num_devices)],
-        "dataset": args.dataset,
-        "alpha": args.alpha,
-        "seeds": args.seeds,
-        "strategies": args.strategies,
-        "hostile_fraction": HOSTILE_FRACTION,
-        "dropout": DROPOUT,
-        "workers": args.workers,
-        "config": str(args.config),
-        "quick": args.quick,
-    }
-    return emit(NAME, args, params, runs, _summary(args, runs, num_devices))
+STUDY = Study(NAME, _specs, _summary, _extra)
 
 
 def main() -> None:
@@ -169,7 +160,7 @@ def main() -> None:
     args = parser.parse_known_args()[0]
     if args.quick:
         parser.set_defaults(seeds=1, strategies=["fedavg", "elsa"])
-    run_main(parser, build)
+    run_main(parser, STUDY)
 
 
 if __name__ == "__main__":

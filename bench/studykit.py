@@ -71,6 +71,11 @@ def study_arguments(parser: argparse.ArgumentParser, *, seeds: int, workers: int
     parser.add_argument("--config", type=Path, default=STUDY_CONFIG, help="the ELSA config to start from")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs of <out>.partial.jsonl")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rebuild the tables and figures from the runs stored in <out>",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=None, help="cloud rounds of the ELSA config (default: the config's)"
     )
 
@@ -256,6 +261,11 @@ def mb_per_round(run: dict[str, Any], tier: str = "total") -> float:
     return statistics.fmean(r["tiers"][tier] for r in later) / 1e6
 
 
+def run_mb(run: dict[str, Any]) -> float:
+    """MB the whole run sent, all tiers."""
+    return sum(r["tiers"]["total"] for r in run["rounds"]) / 1e6
+
+
 def curve(runs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     """Mean (± sd) accuracy per round over seeds, x = optimizer steps (all devices)."""
     rounds = min(len(r["rounds"]) for r in runs)
@@ -268,20 +278,46 @@ def curve(runs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     return {"x": xs, "y": ys, "err": errs}
 
 
-def emit(
-    name: str,
-    args: argparse.Namespace,
-    params: dict[str, Any],
-    runs: list[dict[str, Any]],
-    report: dict[str, Any],
-) -> dict[str, Any]:
-    """Print the report's tables, render its PNGs next to ``args.out`` and return the record."""
+@dataclass(frozen=True)
+class Study:
+    """A comparison study: its name, the runs it makes and how it summarises them."""
+
+    name: str
+    specs: Callable[[argparse.Namespace], list[RunSpec]]
+    summary: Callable[[argparse.Namespace, list[dict[str, Any]]], dict[str, Any]]
+    #: parameters to record beside the command line's (e.g. derived device indices)
+    extra_params: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"out", "resume", "report_only", "threads"}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip}
+
+
+def run_main(parser: argparse.ArgumentParser, study: Study) -> None:
+    """Parse; run the study's specs (or, with ``--report-only``, take the runs stored in
+    ``--out`` and the parameters they were made with); print the tables, write the PNGs next
+    to ``--out`` and the JSON to it; drop the partial file."""
+    args = parser.parse_args()
+    machine = machine_info()
+    if args.report_only:
+        stored = json.loads(args.out.read_text(encoding="utf-8"))
+        for key, value in stored["params"].items():
+            if hasattr(args, key) and key not in ("config", "out"):
+                setattr(args, key, value)
+        runs, machine = stored["runs"], stored["machine"]
+    else:
+        runs = run_specs(study.specs(args), args.workers, args.out, resume=args.resume)
+    params = {**_params(args), **(study.extra_params(args) if study.extra_params else {})}
+    report = study.summary(args, runs)
     for table in report["tables"]:
         print_table(table["title"], table["columns"], [[_cell(v) for v in row] for row in table["rows"]])
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_study(report, out.parent)
-    return {"study": name, "machine": machine_info(), "params": params, "runs": runs, "report": report}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    render_study(report, args.out.parent)
+    record = {"study": study.name, "machine": machine, "params": params, "runs": runs, "report": report}
+    print(f"wrote {write_results(args.out, record)}")
+    finish(args.out)
+    sys.stdout.flush()
 
 
 def _cell(value: Any) -> str:
@@ -290,12 +326,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
-
-
-def run_main(parser: argparse.ArgumentParser, build: Callable[[argparse.Namespace], dict[str, Any]]) -> None:
-    """Parse, build the record (runs + report), write the JSON, drop the partial file."""
-    args = parser.parse_args()
-    record = build(args)
-    print(f"wrote {write_results(args.out, record)}")
-    finish(args.out)
-    sys.stdout.flush()
