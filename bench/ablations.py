@@ -83,7 +83,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
             series[variant] = curve(got)
         figures.append(
             {
-                "file": f"{NAME}_{args.dataset}_a{alpha}.png",
+                "file": f"{args.out.stem}_{args.dataset}_a{alpha}.png",
                 "title": f"{args.dataset}, α = {alpha}: ELSA and its ablations (mean ± sd over seeds)",
                 "xlabel": "optimizer steps, all devices",
                 "ylabel": "accuracy",

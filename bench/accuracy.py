@@ -91,7 +91,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
                 series[strategy] = curve(group_runs)
             figures.append(
                 {
-                    "file": f"{NAME}_{dataset}_a{alpha}.png",
+                    "file": f"{args.out.stem}_{dataset}_a{alpha}.png",
                     "title": f"{dataset}, α = {alpha}: held-out accuracy (mean ± sd over seeds)",
                     "xlabel": "optimizer steps, all devices",
                     "ylabel": "accuracy",

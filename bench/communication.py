@@ -110,7 +110,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
         ],
         "figures": [
             {
-                "file": f"{NAME}_tiers.png",
+                "file": f"{args.out.stem}_tiers.png",
                 "title": "MB per cloud round by tier",
                 "xlabel": "tier",
                 "ylabel": "MB per round",
@@ -119,7 +119,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
                 "series": bars,
             },
             {
-                "file": f"{NAME}_accuracy_vs_mb.png",
+                "file": f"{args.out.stem}_accuracy_vs_mb.png",
                 "title": "held-out accuracy vs MB sent (seed 0)",
                 "xlabel": "MB sent, all tiers (cumulative)",
                 "ylabel": "accuracy",

@@ -823,6 +823,7 @@ RENDERERS: dict[str, Renderer] = {
     "decoder_llm": render_decoder_llm,
     "gpu": render_gpu,
     "accuracy": render_study_report,
+    "accuracy_rt_long": render_study_report,
     "ablations": render_study_report,
     "communication": render_study_report,
     "robustness": render_study_report,

@@ -137,7 +137,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
         ],
         "figures": [
             {
-                "file": f"{NAME}.png",
+                "file": f"{args.out.stem}.png",
                 "title": "final accuracy per scenario (mean ± sd over seeds)",
                 "xlabel": "scenario",
                 "ylabel": "accuracy",
