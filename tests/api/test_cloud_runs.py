@@ -62,6 +62,20 @@ async def test_invalid_config_is_422_naming_the_field(
     assert await cloud.healthy()
 
 
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (_with("faults.dropout", 0.2), "faults.dropout"),
+        ({**run_config(), "strategy": {"split": False}, "sketch": {"enabled": False}}, "strategy.split"),
+    ],
+)
+async def test_simulation_only_strategies_are_422(cloud: Cloud, config: dict[str, Any], field: str) -> None:
+    response = await cloud.client.post("/v1/runs", json={"config": config}, headers=cloud.admin)
+    assert_error(response, 422, "invalid_config", mentions=field)
+    assert (await cloud.client.get("/v1/runs", headers=cloud.admin)).json() == []
+    assert await cloud.healthy()
+
+
 @pytest.mark.parametrize("body", [{}, {"config": [1, 2]}, {"config": {}, "extra": True}])
 async def test_malformed_run_request_is_422(cloud: Cloud, body: dict[str, Any]) -> None:
     response = await cloud.client.post("/v1/runs", json=body, headers=cloud.admin)
