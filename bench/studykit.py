@@ -4,7 +4,9 @@ A study is a list of :class:`RunSpec` (a strategy's config for one dataset, α, 
 scenario), run by :func:`run_specs` in worker processes (``--workers``, one torch thread each:
 on the 2-core benchmark machine two workers keep both cores busy without OpenMP threads
 waiting on each other). Every finished run is appended to ``<out>.partial.jsonl`` at once, so
-an interrupted study resumes with ``--resume`` instead of starting over. Summaries group runs
+an interrupted study resumes with ``--resume`` instead of starting over (``--resume`` also
+reuses the runs stored in a finished study's JSON, e.g. to add a strategy to it; a run is
+reused only when its key and config digest match). Summaries group runs
 by everything but the seed (mean ± sample sd over seeds).
 
 Every run is a real simulation (packaged MiniLM, real data, every message through the wire
@@ -16,6 +18,7 @@ delta each device downloads at the start of a round.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import multiprocessing
@@ -166,26 +169,45 @@ def _execute(key: str, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     }
 
 
+def config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of a run config (canonical JSON): what ``--resume`` checks before reusing a run."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def _reusable(specs: Sequence[RunSpec], out: Path) -> dict[str, dict[str, Any]]:
+    """Finished runs of these specs, from ``<out>`` (a finished study) and ``<out>.partial.jsonl``
+    (an interrupted one), reused only when key and config digest both match."""
+    digests = {s.key: config_digest(s.config) for s in specs}
+    found: list[dict[str, Any]] = []
+    if out.exists():
+        found += json.loads(out.read_text(encoding="utf-8")).get("runs", [])
+    partial = out.with_suffix(".partial.jsonl")
+    if partial.exists():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            found.append({**record["result"], "config_sha256": config_digest(record["config"])})
+    return {
+        r["key"]: r for r in found if r.get("key") in digests and r.get("config_sha256") == digests[r["key"]]
+    }
+
+
 def run_specs(specs: Sequence[RunSpec], workers: int, out: Path, *, resume: bool) -> list[dict[str, Any]]:
     """Run every spec (``workers`` processes); progress on stdout; results in spec order.
 
     Finished runs are appended to ``<out>.partial.jsonl`` as they finish; with ``resume`` the
-    runs already there (same key and config) are not run again.
+    runs already made (:func:`_reusable`) are not run again.
     """
     partial = out.with_suffix(".partial.jsonl")
-    done: dict[str, dict[str, Any]] = {}
-    configs = {s.key: s.config for s in specs}
-    if resume and partial.exists():
-        for line in partial.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if configs.get(record["key"]) == record.get("config"):
-                done[record["key"]] = record["result"]
-    elif partial.exists():
+    done = _reusable(specs, out) if resume else {}
+    if partial.exists():
         partial.unlink()
     todo = [s for s in specs if s.key not in done]
     print(f"{len(specs)} runs ({len(done)} reused), {workers} worker(s)", flush=True)
     started = time.perf_counter()
     partial.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("a", encoding="utf-8") as fh:  # what is reused survives another interruption
+        for key, result in done.items():
+            fh.write(json.dumps({"key": key, "config": configs_of(specs)[key], "result": result}) + "\n")
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(workers, 1), mp_context=context) as pool:
         pending: dict[Future[dict[str, Any]], RunSpec] = {
@@ -195,7 +217,7 @@ def run_specs(specs: Sequence[RunSpec], workers: int, out: Path, *, resume: bool
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 item = pending.pop(future)
-                result = future.result()
+                result = {**future.result(), "config_sha256": config_digest(item.config)}
                 done[item.key] = result
                 with partial.open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps({"key": item.key, "config": item.config, "result": result}) + "\n")
@@ -206,6 +228,11 @@ def run_specs(specs: Sequence[RunSpec], workers: int, out: Path, *, resume: bool
                     flush=True,
                 )
     return [done[s.key] for s in specs]
+
+
+def configs_of(specs: Sequence[RunSpec]) -> dict[str, dict[str, Any]]:
+    """key → config of each spec."""
+    return {s.key: s.config for s in specs}
 
 
 def finish(out: Path) -> None:
