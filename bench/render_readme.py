@@ -803,6 +803,8 @@ def render_study_report(r: dict[str, Any]) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         markdown = render_study(r["report"], Path(tmp), image_prefix="results/")
     lines = markdown.splitlines()[1:]  # the section has its own title
+    while lines and not lines[0].strip():
+        lines.pop(0)
     return [f"#{line}" if line.startswith("###") else line for line in lines]
 
 

@@ -103,7 +103,7 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
                     strategy,
                     scenario,
                     fmt_mean_sd(r["final_accuracy"] for r in got),
-                    None if mean is None or clean is None else round(100 * (mean - clean), 1),
+                    None if mean is None or clean is None else f"{100 * (mean - clean):+.1f}",
                     "–" if scenario in ("clean", "dropout") else fmt_mean_sd(caught, "{:.1f}"),
                     fmt_mean_sd(wrong, "{:.1f}"),
                 ]

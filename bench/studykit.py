@@ -334,6 +334,7 @@ def run_main(parser: argparse.ArgumentParser, study: Study) -> None:
                 setattr(args, key, value)
         runs, machine = stored["runs"], stored["machine"]
     else:
+        machine = {**machine, "torch_threads": 1, "workers": args.workers}  # every run: 1 thread
         runs = run_specs(study.specs(args), args.workers, args.out, resume=args.resume)
     params = {**_params(args), **(study.extra_params(args) if study.extra_params else {})}
     report = study.summary(args, runs)
