@@ -20,7 +20,6 @@ import argparse
 import statistics
 from typing import Any
 
-from benchkit import study_parser
 from elsa.runtime.strategies import ABLATIONS
 from studykit import (
     RunSpec,
@@ -31,9 +30,8 @@ from studykit import (
     group,
     mb_per_round,
     mean_sd,
-    run_main,
     spec,
-    study_arguments,
+    study_main,
 )
 
 NAME = "ablations"
@@ -120,16 +118,21 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
 STUDY = Study(NAME, _specs, _summary)
 
 
-def main() -> None:
-    parser = study_parser(__doc__, NAME, "one seed, one α, two variants, smoke-size runs")
-    study_arguments(parser, seeds=2)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="bbc_news")
     parser.add_argument("--alphas", nargs="+", type=float, default=[0.1, 0.5])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    args = parser.parse_known_args()[0]
-    if args.quick:
-        parser.set_defaults(seeds=1, alphas=[0.5], variants=["elsa", "elsa-no-sketch"])
-    run_main(parser, STUDY)
+
+
+def main() -> None:
+    study_main(
+        STUDY,
+        __doc__,
+        seeds=2,
+        quick_help="one seed, one α, two variants, smoke-size runs",
+        add_arguments=_arguments,
+        quick_defaults={"seeds": 1, "alphas": [0.5], "variants": ["elsa", "elsa-no-sketch"]},
+    )
 
 
 if __name__ == "__main__":

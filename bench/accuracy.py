@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from benchkit import study_parser
 from studykit import (
     RunSpec,
     Study,
@@ -31,10 +30,9 @@ from studykit import (
     fmt_mean_sd,
     group,
     mean_sd,
-    run_main,
     run_mb,
     spec,
-    study_arguments,
+    study_main,
     to_target,
 )
 
@@ -133,16 +131,26 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
 STUDY = Study(NAME, _specs, _summary)
 
 
-def main() -> None:
-    parser = study_parser(__doc__, NAME, "one seed, one α, two strategies, smoke-size runs")
-    study_arguments(parser, seeds=3)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", default=["bbc_news", "rotten_tomatoes"])
     parser.add_argument("--alphas", nargs="+", type=float, default=[0.1, 0.5])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    args = parser.parse_known_args()[0]
-    if args.quick:
-        parser.set_defaults(seeds=1, alphas=[0.5], datasets=["bbc_news"], strategies=["centralized", "elsa"])
-    run_main(parser, STUDY)
+
+
+def main() -> None:
+    study_main(
+        STUDY,
+        __doc__,
+        seeds=3,
+        quick_help="one seed, one α, two strategies, smoke-size runs",
+        add_arguments=_arguments,
+        quick_defaults={
+            "seeds": 1,
+            "alphas": [0.5],
+            "datasets": ["bbc_news"],
+            "strategies": ["centralized", "elsa"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from benchkit import study_parser
 from studykit import (
     TIERS,
     RunSpec,
@@ -33,10 +32,9 @@ from studykit import (
     fmt_mean_sd,
     group,
     mb_per_round,
-    run_main,
     run_mb,
     spec,
-    study_arguments,
+    study_main,
     to_target,
 )
 
@@ -134,17 +132,22 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
 STUDY = Study(NAME, _specs, _summary)
 
 
-def main() -> None:
-    parser = study_parser(__doc__, NAME, "two strategies, smoke-size runs")
-    study_arguments(parser, seeds=1)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="bbc_news")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--target", type=float, default=0.75)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    args = parser.parse_known_args()[0]
-    if args.quick:
-        parser.set_defaults(strategies=["fedavg", "elsa"])
-    run_main(parser, STUDY)
+
+
+def main() -> None:
+    study_main(
+        STUDY,
+        __doc__,
+        seeds=1,
+        quick_help="two strategies, smoke-size runs",
+        add_arguments=_arguments,
+        quick_defaults={"strategies": ["fedavg", "elsa"]},
+    )
 
 
 if __name__ == "__main__":

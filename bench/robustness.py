@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from benchkit import study_parser
 from elsa.runtime.simulation import device_name
 from studykit import (
     RunSpec,
@@ -33,9 +32,8 @@ from studykit import (
     fmt_mean_sd,
     group,
     mean_sd,
-    run_main,
     spec,
-    study_arguments,
+    study_main,
 )
 
 NAME = "robustness"
@@ -151,16 +149,21 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
 STUDY = Study(NAME, _specs, _summary, _extra)
 
 
-def main() -> None:
-    parser = study_parser(__doc__, NAME, "one seed, two strategies, smoke-size runs")
-    study_arguments(parser, seeds=2)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="bbc_news")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    args = parser.parse_known_args()[0]
-    if args.quick:
-        parser.set_defaults(seeds=1, strategies=["fedavg", "elsa"])
-    run_main(parser, STUDY)
+
+
+def main() -> None:
+    study_main(
+        STUDY,
+        __doc__,
+        seeds=2,
+        quick_help="one seed, two strategies, smoke-size runs",
+        add_arguments=_arguments,
+        quick_defaults={"seeds": 1, "strategies": ["fedavg", "elsa"]},
+    )
 
 
 if __name__ == "__main__":

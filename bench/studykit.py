@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit import REPO_ROOT, machine_info, merge_sections, print_table, write_results
+from benchkit import REPO_ROOT, machine_info, merge_sections, print_table, study_parser, write_results
 from elsa.runtime.config import RunConfig, load_config, parse_config
 from elsa.runtime.report import render_study
 from elsa.runtime.strategies import optimizer_steps, steps_per_round, strategy_config
@@ -314,6 +314,25 @@ class Study:
     summary: Callable[[argparse.Namespace, list[dict[str, Any]]], dict[str, Any]]
     #: parameters to record beside the command line's (e.g. derived device indices)
     extra_params: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+
+
+def study_main(
+    study: Study,
+    doc: str | None,
+    *,
+    seeds: int,
+    quick_help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    quick_defaults: dict[str, Any],
+) -> None:
+    """A study's command line: benchkit's and :func:`study_arguments`' options, the study's own
+    (``add_arguments``), ``quick_defaults`` under ``--quick``; then :func:`run_main`."""
+    parser = study_parser(doc, study.name, quick_help)
+    study_arguments(parser, seeds=seeds)
+    add_arguments(parser)
+    if parser.parse_known_args()[0].quick:
+        parser.set_defaults(**quick_defaults)
+    run_main(parser, study)
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
