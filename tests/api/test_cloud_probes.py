@@ -378,10 +378,12 @@ async def test_control_view_shows_the_round_plan_then_what_the_reports_changed(c
             headers={**MSGPACK, **c.edges[i][1]},
         )
         assert response.status_code == 200, response.text
+    # the view reads Redis (mirrored after the SQL snapshot) field by field, falling back to SQL:
+    # while the round commits it may show trust a moment before clusters; wait for both
     with anyio.fail_after(20):
         while True:
             view = ControlView.model_validate((await get_control(c, cloud.admin)).json())
-            if view.trust:
+            if view.trust and view.clusters:
                 break
             await anyio.sleep(0.05)
     assert view.round == 1
