@@ -35,6 +35,17 @@ from benchkit import REPO_ROOT, machine_info, merge_sections, print_table, study
 from elsa.runtime.config import RunConfig, load_config, parse_config
 from elsa.runtime.report import render_study
 from elsa.runtime.strategies import optimizer_steps, steps_per_round, strategy_config
+from elsa.runtime.transport import (
+    ACTIVATIONS,
+    ADAPTERS_DOWN,
+    ADAPTERS_UP,
+    CLOUD_TO_DEVICE,
+    CLOUD_TO_EDGE,
+    EDGE_TO_CLOUD,
+    GRADIENTS,
+    INFERENCE,
+    PROBE_REPORTS,
+)
 
 STUDY_CONFIG = REPO_ROOT / "configs" / "study.yaml"
 #: --quick: the smallest run that still goes through every tier (for the scripts' smoke tests)
@@ -45,16 +56,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "control": {"num_probes": 16, "basis_dim": 8},
 }
 TIERS: dict[str, tuple[str, ...]] = {
-    "device-edge": (
-        "activations",
-        "gradients",
-        "inference_activations",
-        "probe_reports",
-        "adapters_device_to_edge",
-        "adapters_edge_to_device",
-    ),
-    "edge-cloud": ("adapters_edge_to_cloud", "adapters_cloud_to_edge"),
-    "cloud-device": ("adapters_cloud_to_device",),
+    "device-edge": (ACTIVATIONS, GRADIENTS, INFERENCE, PROBE_REPORTS, ADAPTERS_UP, ADAPTERS_DOWN),
+    "edge-cloud": (EDGE_TO_CLOUD, CLOUD_TO_EDGE),
+    "cloud-device": (CLOUD_TO_DEVICE,),
 }
 
 
