@@ -41,6 +41,7 @@ if ((LINT_ONLY)); then
   exit 0
 fi
 
+bash scripts/browser.sh
 echo "== pytest"
 rc=0
 "$BIN/python" -m pytest -q "$@" || rc=$?

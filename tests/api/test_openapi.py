@@ -21,6 +21,7 @@ pytestmark = pytest.mark.anyio
 CLOUD_ROUTES = {
     ("GET", "/health"),
     ("GET", "/ready"),
+    ("GET", "/metrics"),
     ("POST", "/v1/nodes/join"),
     ("POST", "/v1/nodes/me/resources"),
     ("POST", "/v1/nodes/me/heartbeat"),
@@ -46,6 +47,7 @@ CLOUD_ROUTES = {
 EDGE_ROUTES = {
     ("GET", "/health"),
     ("GET", "/ready"),
+    ("GET", "/metrics"),
     ("GET", "/v1/status"),
     ("GET", "/v1/ping"),
     ("POST", "/v1/ping"),
@@ -55,7 +57,7 @@ EDGE_ROUTES = {
     ("POST", "/v1/sessions/{session_id}/updates"),
     ("GET", "/v1/sessions/{session_id}/model"),
 }
-CLIENT_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/status")}
+CLIENT_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/status")}
 
 
 def _apps(tmp_path: Path) -> dict[str, tuple[FastAPI, set[tuple[str, str]]]]:

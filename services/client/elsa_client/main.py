@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from elsa import __version__
 from elsa.infra.http import CloudClient
 from elsa.infra.logs import configure_logging
+from elsa.infra.metrics import install_metrics
 from elsa.infra.web import install_error_handlers, worker_lifespan
 from elsa_client.routers import health
 from elsa_client.settings import ClientSettings
@@ -36,5 +37,6 @@ def create_app(settings: ClientSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.agent = agent
     install_error_handlers(app)
+    install_metrics(app, agent.metrics, settings.metrics_token)
     app.include_router(health.router)
     return app

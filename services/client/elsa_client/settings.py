@@ -27,6 +27,9 @@ class ClientSettings(BaseSettings):
     eval_batch_size: int = Field(32, ge=1)
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     autostart: bool = Field(True, description="join and start polling on startup")
+    metrics_token: str | None = Field(
+        None, description="bearer token Prometheus must present at /metrics (None = open, like /health)"
+    )
     log_level: str = Field(
         "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
     )

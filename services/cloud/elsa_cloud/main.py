@@ -15,9 +15,11 @@ from elsa import __version__
 from elsa.infra.embedded_redis import EmbeddedRedis
 from elsa.infra.live import LiveStore
 from elsa.infra.logs import configure_logging
+from elsa.infra.metrics import install_metrics
 from elsa.infra.migrate import migrate
 from elsa.infra.sql import SqlStore
 from elsa.infra.web import install_error_handlers
+from elsa_cloud.metrics import CloudMetrics
 from elsa_cloud.routers import adapters, health, nodes, runs, tasks
 from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
@@ -48,11 +50,12 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     """Build the cloud app; settings come from ``ELSA_CLOUD_*`` when not given."""
     settings = settings or CloudSettings()
     configure_logging("cloud", settings.log_level)
+    metrics = CloudMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store, live, embedded = await open_stores(settings)
-        state = CloudState(store, live)
+        state = CloudState(store, live, metrics)
         app.state.cloud = state
         for record in await store.list_runs():
             if record.state in ("running", "paused"):
@@ -81,6 +84,14 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+
+    async def refresh_metrics() -> None:
+        state = getattr(app.state, "cloud", None)
+        if state is not None:
+            await metrics.refresh(state)
+
+    metrics.on_scrape(refresh_metrics)
+    install_metrics(app, metrics, settings.metrics_token)
     for module in (health, nodes, tasks, runs, adapters):
         app.include_router(module.router)
     return app

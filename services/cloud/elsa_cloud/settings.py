@@ -32,6 +32,9 @@ class CloudSettings(BaseSettings):
         120.0, ge=0, description="after the last round, wait this long for device reports"
     )
     max_round_attempts: int = Field(3, ge=1, description="a round abandoned this often fails the run")
+    metrics_token: str | None = Field(
+        None, description="bearer token Prometheus must present at /metrics (None = open, like /health)"
+    )
     log_level: str = Field(
         "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
     )

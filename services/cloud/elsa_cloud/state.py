@@ -15,6 +15,7 @@ from elsa.runtime.control import ControlPlane, ProbeResult
 from elsa.runtime.privacy import RunPrivacy
 from elsa.sketch import SketchedState
 from elsa.wire.control import Task
+from elsa_cloud.metrics import CloudMetrics
 
 
 @dataclass
@@ -46,6 +47,7 @@ class CloudState:
 
     store: SqlStore
     live: LiveStore
+    metrics: CloudMetrics = field(default_factory=CloudMetrics)
     board: TaskBoard = field(default_factory=TaskBoard)
     coordinators: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     #: (run, round) -> edge id -> (its sketched model delta, its aggregation weight)

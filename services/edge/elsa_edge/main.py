@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from elsa import __version__
 from elsa.infra.http import CloudClient
 from elsa.infra.logs import configure_logging
+from elsa.infra.metrics import install_metrics
 from elsa.infra.web import install_error_handlers, worker_lifespan
 from elsa_edge.routers import health, ping, sessions
 from elsa_edge.settings import EdgeSettings
@@ -44,6 +45,13 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.state.cloud = cloud
     app.state.worker = worker
     install_error_handlers(app)
+
+    async def refresh_metrics() -> None:
+        state.metrics.sessions.set(len(state.sessions))
+        state.metrics.rounds_served.set(len(state.rounds))
+
+    state.metrics.on_scrape(refresh_metrics)
+    install_metrics(app, state.metrics, settings.metrics_token)
     for module in (health, ping, sessions):
         app.include_router(module.router)
     return app

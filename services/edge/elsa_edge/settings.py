@@ -24,6 +24,9 @@ class EdgeSettings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="liveness signal interval")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     autostart: bool = Field(True, description="join the cloud and poll tasks on startup")
+    metrics_token: str | None = Field(
+        None, description="bearer token Prometheus must present at /metrics (None = open, like /health)"
+    )
     log_level: str = Field(
         "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
     )

@@ -11,6 +11,7 @@ from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig
 from elsa.runtime.exchange import DeltaSender
 from elsa.runtime.rounds import EdgeRound
+from elsa_edge.metrics import EdgeMetrics
 
 
 @dataclass
@@ -68,6 +69,17 @@ class EdgeState:
     bytes_in: int = 0
     bytes_out: int = 0
     last_error: str | None = None
+    metrics: EdgeMetrics = field(default_factory=EdgeMetrics)
+
+    def count_in(self, kind: str, nbytes: int) -> None:
+        """Bytes received (activations, gradients, adapters)."""
+        self.bytes_in += nbytes
+        self.metrics.bytes.labels("in", kind).inc(nbytes)
+
+    def count_out(self, kind: str, nbytes: int) -> None:
+        """Bytes sent (activations, gradients, adapters)."""
+        self.bytes_out += nbytes
+        self.metrics.bytes.labels("out", kind).inc(nbytes)
 
     def served(self, run_id: str, round_index: int) -> ServedRound | None:
         """The current or the previous round of a run (the previous one serves inference only:

@@ -57,6 +57,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_elsa_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ElsaError)
+        request.state.error_code = exc.code  # for the request metrics
         if exc.http_status >= 500:
             logger.warning("request failed", extra={"path": request.url.path, "error": exc.code})
         return JSONResponse(exc.to_dict(), status_code=exc.http_status)
@@ -66,6 +67,7 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()
         )
+        request.state.error_code = "invalid_request"
         return JSONResponse({"error": "invalid_request", "detail": problems[:2000]}, status_code=422)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -73,12 +75,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code < 400:  # e.g. 304: no body
             return Response(status_code=exc.status_code, headers=exc.headers)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        request.state.error_code = code
         return JSONResponse(
             {"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"path": request.url.path})
+        request.state.error_code = "internal"
         return JSONResponse({"error": "internal", "detail": "internal error"}, status_code=500)
 
     app.add_exception_handler(ElsaError, on_elsa_error)

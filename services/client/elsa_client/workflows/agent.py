@@ -30,6 +30,7 @@ from elsa.runtime.probing import load_probes, probe_report, public_basis
 from elsa.runtime.profile import measure_block_step_s, model_profile
 from elsa.runtime.simulation import load_run_model, make_device, prepare_data, tokenise_dataset
 from elsa.wire.control import JoinRequest, LinkProbe, MetricsReport, ModelFootprint, ResourceReport, Task
+from elsa_client.metrics import DeviceMetrics
 from elsa_client.settings import ClientSettings
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class DeviceAgent:
         self.status = AgentStatus()
         self.runs: dict[str, DeviceRun] = {}
         self.stop = threading.Event()
+        self.metrics = DeviceMetrics()
 
     def run(self) -> None:
         """Join, probe, then pull and execute tasks until stopped."""
@@ -102,6 +104,7 @@ class DeviceAgent:
                 self.handle(task)
             except ElsaError as exc:
                 self.status.last_error = f"{exc.code}: {exc.detail}"
+                self.metrics.rounds.labels("failed").inc()
                 logger.warning(
                     "task failed", extra={"error": exc.code, "run_id": task.run_id, "round": task.round}
                 )
@@ -195,6 +198,16 @@ class DeviceAgent:
                     raise
                 self.stop.wait(0.5)
 
+    def _observe_round(self, metrics: dict[str, float], counts: dict[str, int]) -> None:
+        self.metrics.rounds.labels("reported").inc()
+        self.metrics.round_seconds.observe(metrics["round_s"])
+        self.metrics.train_loss.set(metrics["train_loss"])
+        for name in ("accuracy", "loss"):
+            if f"eval_{name}" in metrics:
+                self.metrics.evaluation.labels(name).set(metrics[f"eval_{name}"])
+        for kind, nbytes in counts.items():
+            self.metrics.bytes.labels(kind).inc(nbytes)
+
     def train_round(self, task: Task, run_id: str, round_index: int, raw_config: dict[str, Any]) -> None:
         """One cloud round: start model, tau2 edge rounds of tau1 steps, local evaluation, report."""
         run = self._ensure_run(run_id, raw_config)
@@ -235,7 +248,9 @@ class DeviceAgent:
             for edge_round in range(train.edge_rounds):
                 self.status.phase = f"training edge round {edge_round + 1}/{train.edge_rounds}"
                 step0 = ((round_index - 1) * train.edge_rounds + edge_round) * train.local_steps
+                stepped = time.perf_counter()
                 losses.extend(device.train_steps(train.local_steps, train.batch_size, step0))
+                self.metrics.step_seconds.observe((time.perf_counter() - stepped) / max(train.local_steps, 1))
                 if edge_round == 0:  # its own model, before edge aggregation mixes it
                     self.status.phase = "probing behaviour"
                     result = probe_report(device, run.probes, run.basis, config, fingerprint=task.fingerprint)
@@ -267,6 +282,7 @@ class DeviceAgent:
             counts["probe_reports"] = probe_bytes
             self.cloud.report(MetricsReport(run_id=run_id, round=round_index, metrics=metrics, bytes=counts))
             self.status.last_metrics = metrics
+            self._observe_round(metrics, counts)
         finally:
             edge.close()
             device.link = None

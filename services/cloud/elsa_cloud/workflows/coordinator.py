@@ -134,6 +134,7 @@ class Coordinator:
     async def _round(self, config: RunConfig, round_index: int) -> bool:
         """One cloud round; True when committed, False when abandoned."""
         store, live = self.state.store, self.state.live
+        started = time.monotonic()
         if await live.is_empty(self.run_id):
             await self._restore_live_state()
         edges, devices = await self._wait_for_quorum(config)
@@ -219,6 +220,7 @@ class Coordinator:
             self.state.probes.pop(key, None)
             await store.set_round_state(self.run_id, round_index, "abandoned", now())
             await self._event({"kind": "round_abandoned", "round": round_index})
+            self.state.metrics.round_ended("abandoned", time.monotonic() - started)
             logger.warning(
                 "round abandoned: no edge model arrived", extra={"run_id": self.run_id, "round": round_index}
             )
@@ -253,6 +255,7 @@ class Coordinator:
                     self.run_id, round_index, edge_id, "edge", "timed_out", "", now()
                 )
         await self._event({"kind": "round_completed", "round": round_index, "edges": sorted(uploads)})
+        self.state.metrics.round_ended("completed", time.monotonic() - started)
         logger.info(
             "round committed", extra={"run_id": self.run_id, "round": round_index, "version": round_index}
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import torch
@@ -86,11 +87,25 @@ def open_session(body: OpenSession, request: Request, state: StateDep) -> Sessio
             del state.sessions[sid]
         session_id = f"s-{secrets.token_hex(8)}"
         state.sessions[session_id] = Session(session_id, body.device_id, body.run_id, body.round, expected)
+    state.metrics.sessions_opened.inc()
     return SessionOpened(session_id=session_id, head_blocks=split.head_blocks, tail_blocks=split.tail_blocks)
 
 
-def _frames_response(message: Message) -> Response:
-    return Response(content=b"".join(bytes(f) for f in encode_frames(message)), media_type=FRAMES)
+def _frames_response(message: Message, state: EdgeState, kind: str) -> Response:
+    content = b"".join(bytes(f) for f in encode_frames(message))
+    state.count_out(kind, len(content))
+    return Response(content=content, media_type=FRAMES)
+
+
+def _timed(state: EdgeState, phase: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run a body step under the compute lock, timing the wait and the compute."""
+    queued = time.perf_counter()
+    with state.compute_lock:
+        started = time.perf_counter()
+        state.metrics.lock_wait_seconds.labels(phase).observe(started - queued)
+        result = compute()
+    state.metrics.step_seconds.labels(phase).observe(time.perf_counter() - started)
+    return result
 
 
 async def _read_one(request: Request, max_bytes: int, expected: type[M]) -> M:
@@ -135,20 +150,18 @@ async def forward(
     stepper = served.edge_round.session(session.device_id)
     step = -1 if inference else message.step
 
-    def compute() -> torch.Tensor:
-        with state.compute_lock:
-            return stepper.forward(step, lower, mask)
-
-    upper = await run_in_threadpool(compute)
+    upper = await run_in_threadpool(
+        _timed, state, "inference" if inference else "forward", lambda: stepper.forward(step, lower, mask)
+    )
     if step >= 0:
         session.pending = (step, tuple(upper.shape))
-    state.bytes_in += len(message.activations.data)
+    state.count_in("inference_activations" if inference else "activations", len(message.activations.data))
     reply = ForwardResponse(
         session_id=session.session_id,
         step=message.step,
         activations=to_payload(upper, served.config.transport.dtype),
     )
-    return _frames_response(reply)
+    return _frames_response(reply, state, "inference_activations" if inference else "activations")
 
 
 @router.post("/{session_id}/backward", summary="Body backward (frames in, frames out)")
@@ -167,19 +180,17 @@ async def backward(
         expected = session.pending[1]  # the gradient must match the pending forward's output
     grad = from_payload(message.grad, dtype=torch.float32, expected_shape=expected)
 
-    def compute() -> torch.Tensor:
-        with state.compute_lock:
-            return stepper.backward(message.step, grad)
-
-    lower_grad = await run_in_threadpool(compute)
+    lower_grad = await run_in_threadpool(
+        _timed, state, "backward", lambda: stepper.backward(message.step, grad)
+    )
     session.pending = None
-    state.bytes_in += len(message.grad.data)
+    state.count_in("gradients", len(message.grad.data))
     reply = BackwardResponse(
         session_id=session.session_id,
         step=message.step,
         grad=to_payload(lower_grad, served.config.transport.dtype),
     )
-    return _frames_response(reply)
+    return _frames_response(reply, state, "gradients")
 
 
 @router.post("/{session_id}/updates", summary="Submit the device's head/tail after an edge round")
@@ -212,7 +223,7 @@ async def submit_update(
         served.edge_round.submit(session.device_id, edge_round, delta, update.num_examples)
         served.first_submit_at.setdefault(edge_round, time.monotonic())
         complete = served.edge_round.complete(edge_round)
-    state.bytes_in += len(body)
+    state.count_in("adapters", len(body))
     if complete:
         await run_in_threadpool(finish_edge_round, state, cloud, served, edge_round)
     return {"ok": True}
@@ -249,10 +260,5 @@ async def edge_model(
         base_version=served.version,
     )
     data = encode(message)
-    state.bytes_out += len(data)
+    state.count_out("adapters", len(data))
     return msgpack_response(data)
-
-
-def edge_state_summary(state: EdgeState) -> int:
-    """Number of open sessions (for metrics)."""
-    return len(state.sessions)

@@ -202,6 +202,10 @@ def finish_edge_round(state: EdgeState, cloud: CloudClient, served: ServedRound,
         if edge_round in served.edge_round.models:
             return
         served.edge_round.aggregate(edge_round)
+        first = served.first_submit_at.get(edge_round)
+    state.metrics.edge_rounds.inc()
+    if first is not None:
+        state.metrics.edge_round_seconds.observe(time.monotonic() - first)
     if edge_round == served.config.train.edge_rounds - 1 and not served.uploaded:
         try_upload(state, cloud, served)
 
@@ -210,7 +214,9 @@ def try_upload(state: EdgeState, cloud: CloudClient, served: ServedRound) -> Non
     """Upload the round's edge model; on failure record it (retried later if the cloud was down)."""
     try:
         upload_edge_model(state, cloud, served)
+        state.metrics.uploads.labels("sent").inc()
     except ElsaError as exc:
+        state.metrics.uploads.labels("failed").inc()
         state.last_error = f"{exc.code}: {exc.detail}"
         served.upload_failed = not isinstance(exc, UnavailableError)
         logger.warning(
@@ -240,8 +246,9 @@ def upload_edge_model(state: EdgeState, cloud: CloudClient, served: ServedRound)
         num_examples=total,
         weight=weight,
     )
-    state.bytes_out += cloud.upload_edge_model(
-        served.edge_round.run_id, served.edge_round.round_index, update
+    state.count_out(
+        "adapters_to_cloud",
+        cloud.upload_edge_model(served.edge_round.run_id, served.edge_round.round_index, update),
     )
     served.uploaded = True
     logger.info(

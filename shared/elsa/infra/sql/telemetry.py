@@ -121,13 +121,13 @@ class TelemetryRepository(SqlRepository):
 
         await self._transact("record_bytes", op)
 
-    async def bytes_by_kind(self, run_id: str, round: int) -> dict[str, int]:
-        """Total bytes of the round per kind, summed over nodes."""
-        query = (
-            select(ByteCountRow.kind, func.sum(ByteCountRow.nbytes))
-            .where(ByteCountRow.run_id == run_id, ByteCountRow.round == round)
-            .group_by(ByteCountRow.kind)
-        )
+    async def bytes_by_kind(self, run_id: str, round: int | None = None) -> dict[str, int]:
+        """Total bytes of the round (of the whole run when ``round`` is None) per kind, summed
+        over nodes."""
+        query = select(ByteCountRow.kind, func.sum(ByteCountRow.nbytes)).where(ByteCountRow.run_id == run_id)
+        if round is not None:
+            query = query.where(ByteCountRow.round == round)
+        query = query.group_by(ByteCountRow.kind)
 
         async def op(s: AsyncSession) -> dict[str, int]:
             return {kind: int(total) for kind, total in (await s.execute(query)).all()}
