@@ -38,6 +38,7 @@ from elsa.wire import (
     from_payload,
     to_payload,
 )
+from elsa.wire.control import NodeIdentity
 from elsa_edge.main import create_app
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState, ServedRound
@@ -218,22 +219,43 @@ def device_update(
 # ----------------------------------------------------------------------------- probes, health
 
 
+NODE_TOKEN = "node-token-of-device-000"
+
+
+def known_node(edge: Edge) -> dict[str, str]:
+    """A device token the edge has already identified with the cloud (cached answer)."""
+    identity = NodeIdentity(node_id="device-device-000-x", role="device", name="device-000")
+    edge.state.identities.put(token_hash(NODE_TOKEN), identity)
+    return bearer(NODE_TOKEN)
+
+
 async def test_ping(edge: Edge) -> None:
-    pong = await edge.client.get("/v1/ping")
+    auth = known_node(edge)
+    pong = await edge.client.get("/v1/ping", headers=auth)
     assert pong.status_code == 200 and pong.json() == {"ok": True}
-    payload = await edge.client.post("/v1/ping", content=bytes(10_000))
+    payload = await edge.client.post("/v1/ping", content=bytes(10_000), headers=auth)
     assert payload.status_code == 200 and payload.json() == {"received": 10_000}
 
 
+async def test_ping_needs_a_node_token_the_cloud_knows(edge: Edge) -> None:
+    assert_error(await edge.client.get("/v1/ping"), 401, "unauthorized")
+    assert_error(await edge.client.post("/v1/ping", content=bytes(100)), 401, "unauthorized")
+    # a token the edge has not seen: it must ask the cloud, which is unreachable here -> 503
+    response = await edge.client.get("/v1/ping", headers=bearer("some-other-token"))
+    assert_error(response, 503, "unavailable")
+    assert (await edge.client.get("/health")).status_code == 200
+
+
 async def test_ping_payload_over_the_limit_is_413(edge: Edge) -> None:
-    response = await edge.client.post("/v1/ping", content=bytes(MAX_BODY + 1))
+    auth = known_node(edge)
+    response = await edge.client.post("/v1/ping", content=bytes(MAX_BODY + 1), headers=auth)
     assert_error(response, 413, "payload_too_large", mentions=str(MAX_BODY))
 
     async def chunks() -> AsyncIterator[bytes]:  # no content-length: the streamed check
         for _ in range(5):
             yield bytes(MAX_BODY // 4)
 
-    response = await edge.client.post("/v1/ping", content=chunks())
+    response = await edge.client.post("/v1/ping", content=chunks(), headers=auth)
     assert_error(response, 413, "payload_too_large")
     assert (await edge.client.get("/health")).status_code == 200
 

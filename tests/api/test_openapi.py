@@ -23,6 +23,7 @@ CLOUD_ROUTES = {
     ("GET", "/ready"),
     ("GET", "/metrics"),
     ("POST", "/v1/nodes/join"),
+    ("POST", "/v1/nodes/introspect"),
     ("POST", "/v1/nodes/me/resources"),
     ("POST", "/v1/nodes/me/heartbeat"),
     ("GET", "/v1/edges"),

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from elsa import __version__
 from elsa.infra.http import CloudClient
+from elsa.infra.limits import install_rate_limits
 from elsa.infra.logs import configure_logging
 from elsa.infra.metrics import install_metrics
 from elsa.infra.web import install_error_handlers, worker_lifespan
@@ -37,6 +38,7 @@ def create_app(settings: ClientSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.agent = agent
     install_error_handlers(app)
+    install_rate_limits(app, settings.rate_limits())
     install_metrics(app, agent.metrics, settings.metrics_token)
     app.include_router(health.router)
     return app

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from elsa import __version__
 from elsa.infra.embedded_redis import EmbeddedRedis
+from elsa.infra.limits import install_rate_limits
 from elsa.infra.live import LiveStore
 from elsa.infra.logs import configure_logging
 from elsa.infra.metrics import install_metrics
@@ -91,6 +92,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
             await metrics.refresh(state)
 
     metrics.on_scrape(refresh_metrics)
+    install_rate_limits(app, settings.rate_limits())
     install_metrics(app, metrics, settings.metrics_token)
     for module in (health, nodes, tasks, runs, adapters):
         app.include_router(module.router)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from elsa.infra.limits import RateLimits
+
 
 class CloudSettings(BaseSettings):
     """Configuration of the cloud coordinator."""
@@ -32,9 +34,22 @@ class CloudSettings(BaseSettings):
         120.0, ge=0, description="after the last round, wait this long for device reports"
     )
     max_round_attempts: int = Field(3, ge=1, description="a round abandoned this often fails the run")
+    rate_limit_per_s: float = Field(
+        200.0,
+        ge=0,
+        description="sustained requests per second per caller (bearer token, else address); 0 = off",
+    )
+    rate_limit_burst: int = Field(400, ge=0, description="requests a caller may send at once")
+    auth_failures_per_min: int = Field(
+        60, ge=0, description="401/403 answers an address may get per minute before a lock-out (0 = off)"
+    )
     metrics_token: str | None = Field(
         None, description="bearer token Prometheus must present at /metrics (None = open, like /health)"
     )
     log_level: str = Field(
         "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
     )
+
+    def rate_limits(self) -> RateLimits:
+        """The request limits of this service."""
+        return RateLimits(self.rate_limit_per_s, self.rate_limit_burst, self.auth_failures_per_min)

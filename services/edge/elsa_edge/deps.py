@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from elsa.errors import AuthError, NotFoundError
 from elsa.infra.http import CloudClient
 from elsa.infra.web import bearer_token, same_secret, token_hash
+from elsa.wire.control import NodeIdentity
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState, ServedRound, Session
 
@@ -51,3 +53,24 @@ def authorised_session(request: Request, session_id: str, state: StateDep) -> tu
 
 
 SessionDep = Annotated[tuple[Session, ServedRound], Depends(authorised_session)]
+
+
+async def deployment_node(request: Request, state: StateDep, cloud: CloudDep) -> NodeIdentity:
+    """The node of this deployment whose cloud-issued bearer token the caller presents; the
+    cloud identifies unknown tokens (answers are cached for ``IDENTITY_TTL_S``). 401 for a token
+    no node holds; 503 when the cloud cannot be asked."""
+    token = bearer_token(request)
+    digest = token_hash(token)
+    known = state.identities.get(digest)
+    if known is not None:
+        return known
+    if state.node_id is None:
+        raise AuthError("this edge has not joined its cloud yet and cannot check tokens")
+    identity = await run_in_threadpool(cloud.introspect, token)
+    if identity is None:
+        raise AuthError("unknown token: join the deployment's cloud first")
+    state.identities.put(digest, identity)
+    return identity
+
+
+NodeDep = Annotated[NodeIdentity, Depends(deployment_node)]

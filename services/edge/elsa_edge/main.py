@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from elsa import __version__
 from elsa.infra.http import CloudClient
+from elsa.infra.limits import install_rate_limits
 from elsa.infra.logs import configure_logging
 from elsa.infra.metrics import install_metrics
 from elsa.infra.web import install_error_handlers, worker_lifespan
@@ -51,6 +52,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         state.metrics.rounds_served.set(len(state.rounds))
 
     state.metrics.on_scrape(refresh_metrics)
+    install_rate_limits(app, settings.rate_limits())
     install_metrics(app, state.metrics, settings.metrics_token)
     for module in (health, ping, sessions):
         app.include_router(module.router)

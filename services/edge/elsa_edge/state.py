@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from elsa.model.adapters import AdapterState
@@ -11,6 +13,7 @@ from elsa.params import SplitParams
 from elsa.runtime.config import RunConfig
 from elsa.runtime.exchange import DeltaSender
 from elsa.runtime.rounds import EdgeRound
+from elsa.wire.control import NodeIdentity
 from elsa_edge.metrics import EdgeMetrics
 
 
@@ -50,6 +53,34 @@ class ServedRound:
         return list(self.model.segments(self.split_of(device_id)).device_keys())
 
 
+#: how long an edge trusts the cloud's answer about a token
+IDENTITY_TTL_S = 300.0
+
+
+@dataclass
+class IdentityCache:
+    """Token hash -> the node holding it, as the cloud said (bounded, expiring)."""
+
+    ttl_s: float = IDENTITY_TTL_S
+    capacity: int = 10_000
+    _entries: OrderedDict[str, tuple[NodeIdentity, float]] = field(default_factory=OrderedDict)
+
+    def get(self, digest: str) -> NodeIdentity | None:
+        """The node, unless unknown or expired."""
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            self._entries.pop(digest, None)
+            return None
+        return entry[0]
+
+    def put(self, digest: str, identity: NodeIdentity) -> None:
+        """Remember an answer of the cloud."""
+        self._entries[digest] = (identity, time.monotonic() + self.ttl_s)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
 @dataclass
 class EdgeState:
     """Everything the edge holds. One lock serialises model execution: segments swap adapter
@@ -70,6 +101,7 @@ class EdgeState:
     bytes_out: int = 0
     last_error: str | None = None
     metrics: EdgeMetrics = field(default_factory=EdgeMetrics)
+    identities: IdentityCache = field(default_factory=IdentityCache)
 
     def count_in(self, kind: str, nbytes: int) -> None:
         """Bytes received (activations, gradients, adapters)."""

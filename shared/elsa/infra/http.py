@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 import torch
 
-from elsa.errors import DecodeError, ElsaError, UnavailableError, error_from_code
+from elsa.errors import DecodeError, ElsaError, NotFoundError, UnavailableError, error_from_code
 from elsa.model.adapters import AdapterState
 from elsa.params import TransportParams
 from elsa.wire import (
@@ -43,7 +43,14 @@ from elsa.wire import (
     payloads_to_state,
     to_payload,
 )
-from elsa.wire.control import JoinRequest, JoinResponse, MetricsReport, ResourceReport, Task
+from elsa.wire.control import (
+    JoinRequest,
+    JoinResponse,
+    MetricsReport,
+    NodeIdentity,
+    ResourceReport,
+    Task,
+)
 
 M = TypeVar("M", bound=Message)
 MSGPACK = "application/msgpack"
@@ -206,6 +213,14 @@ class CloudClient(_Peer):
         """Liveness signal."""
         self.request("POST", "/v1/nodes/me/heartbeat")
 
+    def introspect(self, token: str) -> NodeIdentity | None:
+        """Who holds ``token`` (an edge asking; None when no node does)."""
+        try:
+            response = self.request("POST", "/v1/nodes/introspect", json={"token": token})
+        except NotFoundError:
+            return None
+        return NodeIdentity.model_validate(response.json())
+
 
 @dataclass
 class EdgeClient(_Peer):
@@ -214,7 +229,11 @@ class EdgeClient(_Peer):
     counts: Counter[str] = field(default_factory=Counter)
 
     def ping(self, payload_bytes: int) -> tuple[float, float]:
-        """(RTT of an empty ping in s, throughput in bytes/s of a ``payload_bytes`` upload)."""
+        """(RTT of an empty ping in s, throughput in bytes/s of a ``payload_bytes`` upload).
+
+        A first, unmeasured ping authenticates (the edge asks the cloud about a new token once)
+        and opens the connection."""
+        self.request("GET", "/v1/ping")
         t0 = time.perf_counter()
         self.request("GET", "/v1/ping")
         rtt = time.perf_counter() - t0

@@ -115,6 +115,22 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+#: addresses ``require_local_or_token`` treats as the same machine
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def require_local_or_token(request: Request, token: str | None) -> None:
+    """Gate of a node's own status endpoints: with ``token`` set, that bearer token
+    (constant-time); without one, loopback callers only (AuthError otherwise)."""
+    if token is None:
+        host = request.client.host if request.client else ""
+        if host not in LOOPBACK:
+            raise AuthError("status is served to loopback callers only unless a status token is set")
+        return
+    if not same_secret(bearer_token(request), token):
+        raise AuthError("invalid status token")
+
+
 def new_token() -> str:
     """A fresh random bearer token (256 bits)."""
     return secrets.token_urlsafe(32)

@@ -114,6 +114,20 @@ class NodeView(_Model):
     joined_at: datetime
 
 
+class TokenQuery(_Model):
+    """A bearer token a node presented to an edge, for the cloud to identify (edges only)."""
+
+    token: str = Field(min_length=1, max_length=512)
+
+
+class NodeIdentity(_Model):
+    """Who holds a token: the node's id, role and name."""
+
+    node_id: str
+    role: Role
+    name: str
+
+
 class Task(_Model):
     """What a node should do next (long-polled by devices and edges; DESIGN §2.1).
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from elsa.infra.web import ERROR_RESPONSES, require_local_or_token
 from elsa.wire.control import Health
 from elsa_client.workflows.agent import DeviceAgent
 
@@ -38,7 +39,9 @@ def ready(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if node_id else 503)
 
 
-@router.get("/status", summary="What this device is doing")
+@router.get("/status", summary="What this device is doing", responses=ERROR_RESPONSES)
 def status(request: Request) -> dict[str, Any]:
-    """Phase, run/round, assigned edge, link probes and last metrics (never data or tensors)."""
+    """Phase, run/round, assigned edge, link probes and last metrics (never data or tensors).
+    Needs the status token (``ELSA_CLIENT_STATUS_TOKEN``); without one, loopback callers only."""
+    require_local_or_token(request, request.app.state.settings.status_token)
     return asdict(_agent(request).status)

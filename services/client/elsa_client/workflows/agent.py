@@ -131,7 +131,7 @@ class DeviceAgent:
         except ElsaError:
             edges = []
         for edge in edges:
-            client = EdgeClient(str(edge["url"]), timeout_s=30.0, retries=1)
+            client = EdgeClient(str(edge["url"]), token=self.cloud.token, timeout_s=30.0, retries=1)
             try:
                 rtt, throughput = client.ping(self.settings.probe_bytes)
                 probes.append(LinkProbe(edge_id=str(edge["node_id"]), rtt_s=rtt, throughput_bps=throughput))

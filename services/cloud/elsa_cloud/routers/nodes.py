@@ -7,10 +7,18 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from elsa.errors import AuthError, ConflictError
+from elsa.errors import AuthError, ConflictError, NotFoundError
 from elsa.infra.web import ERROR_RESPONSES, new_token, same_secret, token_hash
-from elsa.wire.control import Ack, JoinRequest, JoinResponse, NodeView, ResourceReport
-from elsa_cloud.deps import AdminDep, NodeDep, SettingsDep, StateDep
+from elsa.wire.control import (
+    Ack,
+    JoinRequest,
+    JoinResponse,
+    NodeIdentity,
+    NodeView,
+    ResourceReport,
+    TokenQuery,
+)
+from elsa_cloud.deps import AdminDep, EdgeDep, NodeDep, SettingsDep, StateDep
 from elsa_cloud.workflows.coordinator import now
 
 router = APIRouter(prefix="/v1", tags=["nodes"], responses=ERROR_RESPONSES)
@@ -50,6 +58,16 @@ async def heartbeat(node: NodeDep, state: StateDep, settings: SettingsDep) -> Ac
     """Marks the node alive for heartbeat_ttl_s (polling for tasks does the same)."""
     await state.live.heartbeat(node.node_id, settings.heartbeat_ttl_s)
     return Ack()
+
+
+@router.post("/nodes/introspect", response_model=NodeIdentity, summary="Identify a node's token (edges)")
+async def introspect(body: TokenQuery, _: EdgeDep, state: StateDep) -> NodeIdentity:
+    """An edge asks who holds a token a caller presented to it (devices probing the edge's
+    latency); 404 when no node holds it."""
+    node = await state.store.node_by_token_hash(token_hash(body.token))
+    if node is None:
+        raise NotFoundError("no node holds this token")
+    return NodeIdentity(node_id=node.node_id, role=node.role, name=node.name)
 
 
 @router.get("/edges", summary="Edges a device may probe")

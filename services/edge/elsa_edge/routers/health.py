@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from elsa.infra.web import ERROR_RESPONSES, require_local_or_token
 from elsa.wire.control import Health
-from elsa_edge.deps import StateDep
+from elsa_edge.deps import SettingsDep, StateDep
 
 router = APIRouter(tags=["health"])
 
@@ -32,9 +33,11 @@ def ready(state: StateDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if joined else 503)
 
 
-@router.get("/v1/status", summary="What this edge serves now")
-def status(state: StateDep) -> dict[str, Any]:
-    """Runs, rounds, sessions and byte counters (no tensors, no tokens)."""
+@router.get("/v1/status", summary="What this edge serves now", responses=ERROR_RESPONSES)
+def status(request: Request, state: StateDep, settings: SettingsDep) -> dict[str, Any]:
+    """Runs, rounds, sessions and byte counters (no tensors, no tokens). Needs the status token
+    (``ELSA_EDGE_STATUS_TOKEN``); without one configured, loopback callers only."""
+    require_local_or_token(request, settings.status_token)
     return {
         "node_id": state.node_id,
         "runs": {

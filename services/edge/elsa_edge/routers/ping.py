@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from elsa.infra.web import read_body
-from elsa_edge.deps import SettingsDep
+from elsa.infra.web import ERROR_RESPONSES, read_body
+from elsa_edge.deps import NodeDep, SettingsDep
 
-router = APIRouter(tags=["probe"])
+router = APIRouter(tags=["probe"], responses=ERROR_RESPONSES)
 
 
 @router.get("/v1/ping", summary="Round-trip probe")
-def ping() -> dict[str, bool]:
-    """An empty answer, for RTT."""
+def ping(_: NodeDep) -> dict[str, bool]:
+    """An empty answer, for RTT. Callers present their cloud-issued node token."""
     return {"ok": True}
 
 
 @router.post("/v1/ping", summary="Throughput probe")
-async def ping_payload(request: Request, settings: SettingsDep) -> dict[str, int]:
-    """Reads and discards a payload (bounded by max_body_bytes); answers its size."""
+async def ping_payload(request: Request, _: NodeDep, settings: SettingsDep) -> dict[str, int]:
+    """Reads and discards a payload (bounded by max_body_bytes); answers its size. Callers
+    present their cloud-issued node token."""
     body = await read_body(request, settings.max_body_bytes)
     return {"received": len(body)}
