@@ -6,6 +6,7 @@ import json
 import logging
 
 from elsa.infra.logs import REDACTED, JsonFormatter, redact
+from elsa.infra.web import warn_placeholder_secrets
 
 
 def _line(msg: str, *args: object, **extra: object) -> dict[str, object]:
@@ -59,3 +60,19 @@ def test_exceptions_are_masked_too() -> None:
         record = logging.LogRecord("elsa.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     line = json.loads(JsonFormatter("edge").format(record))
     assert "topsecret" not in line["exc"] and REDACTED in line["exc"]
+
+
+def test_placeholder_secrets_are_named_at_startup() -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("elsa.infra.web")
+    logger.addHandler(handler)
+    try:
+        names = warn_placeholder_secrets("cloud", join_secret="change-me", admin_token="s3cr3t-value")
+        assert names == ["join_secret"]
+        assert warn_placeholder_secrets("edge", join_secret="a-real-secret") == []
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 1 and records[0].__dict__["settings"] == "join_secret"
+    assert "s3cr3t-value" not in JsonFormatter("cloud").format(records[0])

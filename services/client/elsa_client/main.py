@@ -10,7 +10,7 @@ from elsa.infra.http import CloudClient
 from elsa.infra.limits import install_rate_limits
 from elsa.infra.logs import configure_logging
 from elsa.infra.metrics import install_metrics
-from elsa.infra.web import install_error_handlers, worker_lifespan
+from elsa.infra.web import install_error_handlers, warn_placeholder_secrets, worker_lifespan
 from elsa_client.routers import health
 from elsa_client.settings import ClientSettings
 from elsa_client.workflows.agent import DeviceAgent
@@ -20,9 +20,10 @@ def create_app(settings: ClientSettings | None = None) -> FastAPI:
     """Build the device agent app; settings come from ``ELSA_CLIENT_*`` when not given."""
     settings = settings or ClientSettings()
     configure_logging("client", settings.log_level)
+    warn_placeholder_secrets("client", join_secret=settings.join_secret)
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    cloud = CloudClient(settings.cloud_url, timeout_s=120.0)
+    cloud = CloudClient(settings.cloud_url, timeout_s=120.0, ca_file=settings.ca_file)
     agent = DeviceAgent(settings, cloud)
 
     lifespan = worker_lifespan(

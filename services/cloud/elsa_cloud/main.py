@@ -19,9 +19,9 @@ from elsa.infra.logs import configure_logging
 from elsa.infra.metrics import install_metrics
 from elsa.infra.migrate import migrate
 from elsa.infra.sql import SqlStore
-from elsa.infra.web import install_error_handlers
+from elsa.infra.web import install_error_handlers, warn_placeholder_secrets
 from elsa_cloud.metrics import CloudMetrics
-from elsa_cloud.routers import adapters, health, nodes, runs, tasks
+from elsa_cloud.routers import adapters, health, nodes, operator_page, runs, tasks
 from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
 
@@ -51,6 +51,7 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     """Build the cloud app; settings come from ``ELSA_CLOUD_*`` when not given."""
     settings = settings or CloudSettings()
     configure_logging("cloud", settings.log_level)
+    warn_placeholder_secrets("cloud", join_secret=settings.join_secret, admin_token=settings.admin_token)
     metrics = CloudMetrics()
 
     @asynccontextmanager
@@ -94,6 +95,6 @@ def create_app(settings: CloudSettings | None = None) -> FastAPI:
     metrics.on_scrape(refresh_metrics)
     install_rate_limits(app, settings.rate_limits())
     install_metrics(app, metrics, settings.metrics_token)
-    for module in (health, nodes, tasks, runs, adapters):
+    for module in (health, nodes, tasks, runs, adapters, operator_page):
         app.include_router(module.router)
     return app

@@ -34,6 +34,10 @@ class CloudSettings(BaseSettings):
         120.0, ge=0, description="after the last round, wait this long for device reports"
     )
     max_round_attempts: int = Field(3, ge=1, description="a round abandoned this often fails the run")
+    tls_certfile: str | None = Field(
+        None, description="PEM certificate: serve HTTPS (read by `elsa cloud` and passed to uvicorn)"
+    )
+    tls_keyfile: str | None = Field(None, description="PEM private key of tls_certfile")
     rate_limit_per_s: float = Field(
         200.0,
         ge=0,

@@ -12,7 +12,7 @@ from elsa.infra.http import CloudClient
 from elsa.infra.limits import install_rate_limits
 from elsa.infra.logs import configure_logging
 from elsa.infra.metrics import install_metrics
-from elsa.infra.web import install_error_handlers, worker_lifespan
+from elsa.infra.web import install_error_handlers, warn_placeholder_secrets, worker_lifespan
 from elsa_edge.routers import health, ping, sessions
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState
@@ -25,10 +25,11 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     """Build the edge app; settings come from ``ELSA_EDGE_*`` when not given."""
     settings = settings or EdgeSettings()
     configure_logging("edge", settings.log_level)
+    warn_placeholder_secrets("edge", join_secret=settings.join_secret)
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     state = EdgeState()
-    cloud = CloudClient(settings.cloud_url, timeout_s=120.0)
+    cloud = CloudClient(settings.cloud_url, timeout_s=120.0, ca_file=settings.ca_file)
 
     worker = EdgeWorker(settings, state, cloud)
     lifespan = worker_lifespan(

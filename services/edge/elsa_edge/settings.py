@@ -26,6 +26,14 @@ class EdgeSettings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="liveness signal interval")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     autostart: bool = Field(True, description="join the cloud and poll tasks on startup")
+    tls_certfile: str | None = Field(
+        None, description="PEM certificate: serve HTTPS (read by `elsa edge` and passed to uvicorn)"
+    )
+    tls_keyfile: str | None = Field(None, description="PEM private key of tls_certfile")
+    ca_file: str | None = Field(
+        None,
+        description="PEM CA bundle that verifies the cloud's and edges' HTTPS certificates (None = system store)",
+    )
     rate_limit_per_s: float = Field(
         200.0,
         ge=0,

@@ -13,6 +13,7 @@ error answer is rebuilt as the same :class:`~elsa.errors.ElsaError` subclass.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -70,17 +71,22 @@ def _raise_for(response: httpx.Response) -> None:
 
 @dataclass
 class _Peer:
-    """A base URL, a pooled client, a bearer token and retry policy."""
+    """A base URL, a pooled client, a bearer token and retry policy. ``ca_file``: the CA bundle
+    that verifies an https peer (None = the system's trust store)."""
 
     base_url: str
     token: str | None = None
     timeout_s: float = 60.0
     retries: int = 3
     backoff_s: float = 0.5
+    ca_file: str | None = None
     client: httpx.Client = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.base_url.rstrip("/"), timeout=self.timeout_s)
+        verify: ssl.SSLContext | bool = True
+        if self.ca_file is not None:
+            verify = ssl.create_default_context(cafile=self.ca_file)
+        self.client = httpx.Client(base_url=self.base_url.rstrip("/"), timeout=self.timeout_s, verify=verify)
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -115,6 +115,21 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+#: the shipped placeholder secrets: a service started with one of them warns at startup
+PLACEHOLDER_SECRETS = frozenset({"change-me", "change-me-admin"})
+
+
+def warn_placeholder_secrets(service: str, **secrets_by_name: str | None) -> list[str]:
+    """Log a warning naming each setting still at its shipped placeholder; returns the names."""
+    names = [name for name, value in secrets_by_name.items() if value in PLACEHOLDER_SECRETS]
+    if names:
+        logger.warning(
+            "placeholder secrets in use: set them before exposing this service",
+            extra={"service_tier": service, "settings": ",".join(sorted(names))},
+        )
+    return names
+
+
 #: addresses ``require_local_or_token`` treats as the same machine
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
