@@ -4,6 +4,7 @@ that keep failing authentication."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import httpx
@@ -111,3 +112,17 @@ async def test_addresses_failing_authentication_are_locked_out(tmp_path: Path) -
         async with remote_client(app) as other:
             assert (await other.post("/v1/nodes/join", json=right)).status_code == 200
         assert (await client.get("/ready")).status_code == 200
+
+
+async def test_tokens_are_stored_hashed(cloud: Cloud) -> None:
+    _, device = await cloud.join("device", "device-000")
+    token = device["authorization"].removeprefix("Bearer ")
+    database = Path(cloud.settings.database_url.removeprefix("sqlite+aiosqlite:///"))
+    stored = database.read_bytes() + b"".join(p.read_bytes() for p in database.parent.glob("elsa.db-*"))
+    assert token.encode() not in stored
+    assert hashlib.sha256(token.encode()).hexdigest().encode() in stored
+    # a rejoin rotates the token: the old one stops working
+    _, again = await cloud.join("device", "device-000")
+    assert again != device
+    assert_error(await cloud.client.get("/v1/edges", headers=device), 401, "unauthorized")
+    assert (await cloud.client.get("/v1/edges", headers=again)).status_code == 200
