@@ -70,6 +70,16 @@ OTHER_VARIABLES = (
         "SQL URL (the demo's default: a SQLite file in the run folder)",
     ),
     (
+        "ELSA_CLOUD_URL",
+        "`elsa submit`",
+        "base URL of the cloud to submit a run to (not a cloud setting: the cloud ignores it)",
+    ),
+    (
+        "ELSA_ADMIN_TOKEN",
+        "`elsa submit`",
+        "the cloud's admin token (`ELSA_CLOUD_ADMIN_TOKEN`) the operator presents",
+    ),
+    (
         "ELSA_CACHE_DIR",
         "every process that loads a model",
         "cache of converted models (default `~/.cache/elsa`)",

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from elsa.errors import ElsaError
+from elsa.errors import ConfigError, ElsaError
 
 app = typer.Typer(help="ELSA: split-LoRA fine-tuning across edge networks.", no_args_is_help=True)
 console = Console()
@@ -303,29 +303,149 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _serve(app_path: str, host: str, port: int) -> None:
+def _serve(app_path: str, host: str, port: int, tier: str) -> None:
+    """Serve one app under uvicorn; HTTPS when ``ELSA_<TIER>_TLS_CERTFILE`` (and ``_KEYFILE``)
+    name a PEM certificate and key."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app_path, factory=True, host=host, port=port)
+    certfile = os.environ.get(f"ELSA_{tier}_TLS_CERTFILE") or None
+    keyfile = os.environ.get(f"ELSA_{tier}_TLS_KEYFILE") or None
+    if (certfile is None) != (keyfile is None):
+        typer.echo(
+            f"error: set both ELSA_{tier}_TLS_CERTFILE and ELSA_{tier}_TLS_KEYFILE, or neither", err=True
+        )
+        raise typer.Exit(2)
+    for path in (certfile, keyfile):
+        if path is not None and not os.path.isfile(path):
+            typer.echo(f"error: TLS file {path} does not exist", err=True)
+            raise typer.Exit(2)
+    uvicorn.run(app_path, factory=True, host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile)
 
 
 @app.command()
 def cloud(host: str = "0.0.0.0", port: int = 8000) -> None:
     """Run the cloud coordinator (configured by ELSA_CLOUD_* variables)."""
-    _serve("elsa_cloud.main:create_app", host, port)
+    _serve("elsa_cloud.main:create_app", host, port, "CLOUD")
 
 
 @app.command()
 def edge(host: str = "0.0.0.0", port: int = 8100) -> None:
     """Run an edge server (configured by ELSA_EDGE_* variables)."""
-    _serve("elsa_edge.main:create_app", host, port)
+    _serve("elsa_edge.main:create_app", host, port, "EDGE")
 
 
 @app.command()
 def client(host: str = "0.0.0.0", port: int = 8200) -> None:
     """Run a device agent (configured by ELSA_CLIENT_* variables)."""
-    _serve("elsa_client.main:create_app", host, port)
+    _serve("elsa_client.main:create_app", host, port, "CLIENT")
+
+
+def _fail(exc: ElsaError) -> typer.Exit:
+    """Print an error on stderr; exit 3 when a dependency stayed unavailable, else 2."""
+    from elsa.errors import UnavailableError
+
+    typer.echo(f"error {exc.code}: {exc.detail}", err=True)
+    return typer.Exit(3 if isinstance(exc, UnavailableError) else 2)
+
+
+@app.command()
+def migrate(
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="ELSA_CLOUD_DATABASE_URL", help="the cloud's SQLAlchemy URL", show_default=False),
+    ] = None,
+    schema: Annotated[
+        str | None, typer.Option(envvar="ELSA_CLOUD_DATABASE_SCHEMA", help="PostgreSQL schema (search_path)")
+    ] = None,
+    timeout_s: Annotated[
+        float, typer.Option(min=0, help="how long to wait for the database to accept connections")
+    ] = 60.0,
+) -> None:
+    """Bring the cloud's database to the newest schema (Alembic); running it again changes nothing.
+
+    Exit codes: 0 migrated, 2 bad URL or failed migration, 3 database unreachable.
+    """
+    from elsa.infra.migrate import head_revision, migrate_when_reachable
+    from elsa.infra.sql.engine import async_url
+
+    if not database_url:
+        raise _fail(ConfigError("no database URL: pass --database-url or set ELSA_CLOUD_DATABASE_URL"))
+    try:
+        shown = async_url(database_url).render_as_string(hide_password=True)
+        migrate_when_reachable(
+            database_url,
+            schema=schema,
+            timeout_s=timeout_s,
+            on_retry=lambda exc: typer.echo(f"waiting for the database: {exc.detail}", err=True),
+        )
+    except ElsaError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"database {shown} is at revision {head_revision()}")
+
+
+@app.command()
+def submit(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML run config", show_default=False)],
+    cloud_url: Annotated[
+        str, typer.Option(envvar="ELSA_CLOUD_URL", help="base URL of the cloud coordinator")
+    ] = "http://127.0.0.1:8000",
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ELSA_ADMIN_TOKEN", help="the cloud's ELSA_CLOUD_ADMIN_TOKEN", show_default=False
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the run, one line per finished round, until it ends")
+    ] = False,
+    attach: Annotated[
+        bool, typer.Option("--attach", help="follow an active run of the config's name instead of adding one")
+    ] = False,
+    timeout_s: Annotated[
+        float, typer.Option(min=0, help="how long the cloud may stay unreachable (starting, restarting)")
+    ] = 300.0,
+    poll_s: Annotated[float, typer.Option(min=0, help="seconds between status polls with --wait")] = 2.0,
+) -> None:
+    """Create a run on a deployed cloud (POST /v1/runs) and, with --wait, follow it to its end.
+
+    Exit codes: 0 created (or, with --wait, completed), 1 the run failed or was stopped,
+    2 the config or the admin token was rejected, 3 the cloud stayed unreachable.
+    """
+    import httpx
+
+    from elsa.runtime.config import load_config
+    from elsa.runtime.submit import CloudOperator, submit_run
+
+    if not admin_token:
+        raise _fail(ConfigError("no admin token: pass --admin-token or set ELSA_ADMIN_TOKEN"))
+    try:
+        cfg = load_config(config)
+        typer.echo(
+            f"submitting run {cfg.name!r} to {cloud_url}: model={cfg.model.name} data={cfg.data.dataset} "
+            f"{cfg.topology.edges} edges x {cfg.topology.devices_per_edge} devices, "
+            f"{cfg.train.cloud_rounds} cloud rounds"
+        )
+        with httpx.Client(base_url=cloud_url, timeout=30.0) as client:
+            operator = CloudOperator(client, admin_token, timeout_s=timeout_s)
+            run, attached = submit_run(operator, cfg, attach=attach)
+            typer.echo(f"{'following active' if attached else 'created'} run {run.run_id} ({run.state})")
+            if not wait:
+                return
+            final = operator.follow(
+                run.run_id,
+                lambda r: typer.echo(r.describe()),
+                expected_reports=cfg.num_devices,
+                poll_s=poll_s,
+            )
+    except ElsaError as exc:
+        raise _fail(exc) from exc
+    version = f", adapter v{final.latest_version}" if final.latest_version is not None else ""
+    typer.echo(f"run {final.run_id} {final.state}{version}")
+    if final.latest_version is not None:
+        typer.echo(f"adapter: {cloud_url}/v1/runs/{final.run_id}/adapters/{final.latest_version}/peft/")
+    if final.state != "completed":
+        raise typer.Exit(1)
 
 
 _ATTACK_NOTES = {

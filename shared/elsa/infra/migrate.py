@@ -1,7 +1,9 @@
 """Bring a database to the newest schema: ``alembic upgrade head``, programmatically (DESIGN §5).
 
-The cloud calls :func:`migrate` on startup; compose and k8s can run it as a one-shot step::
+The cloud calls :func:`migrate` on startup; compose and k8s run it as a one-shot step before
+the cloud starts (:func:`migrate_when_reachable`, waiting for a database that is starting)::
 
+    elsa migrate --database-url postgresql+asyncpg://...          # or ELSA_CLOUD_DATABASE_URL=...
     python -m elsa.infra.migrate --url postgresql+asyncpg://...   # or ELSA_DATABASE_URL=...
 
 The Alembic scripts ship inside the package (:mod:`elsa.infra.migrations`), so no
@@ -13,10 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -34,6 +39,14 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
+
+
+def head_revision() -> str:
+    """The newest revision of the packaged migrations (what :func:`migrate` brings a database to)."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise ConfigError(f"no migrations in {MIGRATIONS_DIR}")
+    return head
 
 
 async def migrate(url: str, *, schema: str | None = None) -> None:
@@ -56,6 +69,35 @@ async def migrate(url: str, *, schema: str | None = None) -> None:
         raise
     finally:
         await engine.dispose()
+
+
+def migrate_when_reachable(
+    url: str,
+    *,
+    schema: str | None = None,
+    timeout_s: float = 60.0,
+    retry_s: float = 2.0,
+    on_retry: Callable[[UnavailableError], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """:func:`migrate`, retried every ``retry_s`` while the database is unavailable (a server
+    still starting), for at most ``timeout_s``; then :class:`UnavailableError`.
+
+    ``on_retry`` is told about each failed attempt. A bad URL or a failing migration is not
+    retried. Idempotent, like :func:`migrate`: a database at the newest revision is left as is.
+    """
+    deadline = clock() + timeout_s
+    while True:
+        try:
+            asyncio.run(migrate(url, schema=schema))
+            return
+        except UnavailableError as exc:
+            if clock() >= deadline:
+                raise UnavailableError(f"{exc.detail} (gave up after {timeout_s:.0f}s)") from exc
+            if on_retry is not None:
+                on_retry(exc)
+            sleep(retry_s)
 
 
 def _upgrade_head(connection: Connection) -> None:
