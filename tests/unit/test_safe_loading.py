@@ -36,9 +36,9 @@ def unsafe_uses(tree: ast.AST) -> list[tuple[int, str]]:
         if owner == "yaml" and name in {"load", "load_all", "unsafe_load", "full_load"}:
             found.append((node.lineno, f"yaml.{name} (use yaml.safe_load)"))
         hook = _keyword(node, "ext_hook")
-        if owner == "msgpack" and name in {"unpackb", "Unpacker"} and hook is not None:
-            if not (isinstance(hook, ast.Name) and hook.id == "_reject_ext"):  # the wire's rejector
-                found.append((node.lineno, "msgpack with an ext_hook"))
+        rejector = isinstance(hook, ast.Name) and hook.id == "_reject_ext"  # the wire's own
+        if owner == "msgpack" and name in {"unpackb", "Unpacker"} and hook is not None and not rejector:
+            found.append((node.lineno, "msgpack with an ext_hook"))
     return found
 
 
