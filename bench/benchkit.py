@@ -107,6 +107,16 @@ def quartiles(values: Sequence[float]) -> tuple[float, float]:
     return float(q[0]), float(q[2])
 
 
+def latency_summary_ms(values_s: Sequence[float]) -> dict[str, float | None]:
+    """p50, p90, p99 (linear interpolation), mean and max in ms of latencies given in seconds;
+    every value None when there are none."""
+    if not values_s:
+        return {"p50": None, "p90": None, "p99": None, "mean": None, "max": None}
+    ms = np.asarray(values_s, dtype=np.float64) * 1000
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return {"p50": p50, "p90": p90, "p99": p99, "mean": float(ms.mean()), "max": float(ms.max())}
+
+
 def fit_line(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     """Least-squares y = slope * x + intercept, with R² (keys ``slope_bytes_per_device``,
     ``intercept_bytes``, ``r2``: the memory studies fit bytes against device counts)."""

@@ -822,6 +822,7 @@ RENDERERS: dict[str, Renderer] = {
     "privacy_attacks": render_privacy_attacks,
     "privacy_utility": render_privacy_utility,
     "scale": render_scale,
+    "load": render_study_report,
     "decoder_llm": render_decoder_llm,
     "gpu": render_gpu,
     "accuracy": render_study_report,

@@ -16,29 +16,38 @@ forward + backward exchanges of the step. The total request count is checked aga
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psutil
 import torch
 
+from benchkit import latency_summary_ms
 from elsa.errors import NotFoundError
 from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink
 from elsa.model.adapters import AdapterState
 from elsa.model.split import HeadSegment, TailSegment
 from elsa.model.training import Batch, DeviceStepper
 from elsa.params import TrainParams, TransportParams
-from elsa.runtime.config import parse_config
-from elsa.runtime.launcher import Operator, plan_demo, running_cluster, start_services, wait_healthy
+from elsa.runtime.config import RunConfig, parse_config
+from elsa.runtime.launcher import (
+    Cluster,
+    DemoPlan,
+    Operator,
+    plan_demo,
+    running_cluster,
+    start_services,
+    wait_healthy,
+)
 from elsa.wire.control import JoinRequest, Task
 
 BATCH, SEQ = 8, 32
@@ -179,19 +188,31 @@ def _run_client(level: _Level, name: str, task: Task, batch: Batch) -> _Client:
     return out
 
 
-def _percentiles_ms(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p99": None, "mean": None, "max": None}
-    ms = np.asarray(values) * 1000
-    return {
-        "p50": float(np.percentile(ms, 50)),
-        "p99": float(np.percentile(ms, 99)),
-        "mean": float(ms.mean()),
-        "max": float(ms.max()),
-    }
+def sessions_config(devices: int, probes: int) -> RunConfig:
+    """The run whose one round puts ``devices`` devices on one edge: batch ``BATCH`` x ``SEQ``,
+    the configured cut (no dynamic split), an edge round long enough for any number of steps."""
+    return parse_config(
+        {
+            "name": "scale-sessions",
+            "topology": {"edges": 1, "devices_per_edge": devices},
+            "train": {"edge_rounds": 1, "local_steps": 100_000, "batch_size": BATCH, "max_length": SEQ},
+            "control": {"num_probes": probes, "dynamic_split": False},
+        }
+    )
 
 
-def _join_devices(cloud_url: str, secret: str, count: int, stop: threading.Event) -> list[CloudClient]:
+def client_batches(count: int) -> list[Batch]:
+    """One batch per client (seeded by its index): random token ids, full mask, 5 labels."""
+    batches = []
+    for i in range(count):
+        g = torch.Generator().manual_seed(i)
+        ids = torch.randint(1000, 20000, (BATCH, SEQ), generator=g)
+        batches.append(Batch(ids, torch.ones_like(ids), torch.randint(0, 5, (BATCH,), generator=g)))
+    return batches
+
+
+def join_devices(cloud_url: str, secret: str, count: int, stop: threading.Event) -> list[CloudClient]:
+    """Join ``count`` devices (``device-000`` ...), each heartbeating every 2 s until ``stop``."""
     clouds = []
     for i in range(count):
         cloud = CloudClient(cloud_url, timeout_s=60)
@@ -201,7 +222,8 @@ def _join_devices(cloud_url: str, secret: str, count: int, stop: threading.Event
     return clouds
 
 
-def _train_task(cloud: CloudClient, run_id: str) -> Task:
+def train_task(cloud: CloudClient, run_id: str) -> Task:
+    """Long-poll until this device's train task of ``run_id`` arrives."""
     after = 0
     while True:
         after, task = cloud.next_task(after, 20.0)
@@ -209,7 +231,7 @@ def _train_task(cloud: CloudClient, run_id: str) -> Task:
             return task
 
 
-def _wait_edge_ready(task: Task, run_id: str, name: str, timeout_s: float) -> None:
+def wait_edge_ready(task: Task, run_id: str, name: str, timeout_s: float) -> None:
     """Until the edge serves the round (it loads the model first); not counted."""
     if task.edge_url is None or task.session_token is None or task.round is None:
         raise SystemExit(f"train task of {name} lacks an edge, a token or a round: {task}")
@@ -228,6 +250,56 @@ def _wait_edge_ready(task: Task, run_id: str, name: str, timeout_s: float) -> No
         edge.close()
 
 
+@dataclass
+class EdgeRound:
+    """A real cloud and one real edge process on loopback, serving round 1 of ``run_id`` to the
+    joined devices ``device-000`` ... (``tasks[i]`` is device i's train task)."""
+
+    cluster: Cluster
+    plan: DemoPlan
+    run_id: str
+    tasks: list[Task]
+    edge: psutil.Process
+
+
+@contextlib.contextmanager
+def edge_round(
+    cfg: RunConfig,
+    threads: int,
+    env: Mapping[str, Mapping[str, str]] | None = None,
+    ready_timeout_s: float = 180.0,
+) -> Iterator[EdgeRound]:
+    """Start the cloud and one edge (``threads`` torch threads, 1 h round deadlines, plus ``env``
+    per process kind), join ``cfg.num_devices`` devices, create ``cfg``'s run and wait until
+    the edge serves its first round. Every process is stopped on exit."""
+    split = cfg.split_params()
+    with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
+        plan = plan_demo(cfg, Path(tmp), None, None)
+        overrides: dict[str, dict[str, str]] = {
+            "edge": {"ELSA_EDGE_TORCH_THREADS": str(threads), "ELSA_EDGE_EDGE_ROUND_DEADLINE_S": "3600"},
+            "cloud": {"ELSA_CLOUD_ROUND_DEADLINE_S": "3600"},
+        }
+        for kind, extra in (env or {}).items():
+            overrides.setdefault(kind, {}).update(extra)
+        start_services(cluster, plan, Path(tmp), overrides, with_devices=False)
+        wait_healthy([c.url for c in cluster.children if c.url], ready_timeout_s)
+        edge = psutil.Process(next(c for c in cluster.children if c.kind == "edge").process.pid)
+        stop = threading.Event()
+        clouds = join_devices(plan.cloud_url, plan.join_secret, cfg.num_devices, stop)
+        try:
+            run_id = str(Operator(plan.cloud_url, plan.admin_token).create_run(cfg)["run_id"])
+            tasks = [train_task(cloud, run_id) for cloud in clouds]
+            cuts = {tuple(t.split) for t in tasks if t.split is not None}
+            if cuts - {(split.head_blocks, split.tail_blocks)}:
+                raise SystemExit(f"the cloud planned other cuts than {split}: {sorted(cuts)}")
+            wait_edge_ready(tasks[0], run_id, "device-000", ready_timeout_s)
+            yield EdgeRound(cluster, plan, run_id, tasks, edge)
+        finally:
+            stop.set()
+            for cloud in clouds:
+                cloud.close()
+
+
 def sessions_study(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     """Every C level against one real edge process; see the module docstring."""
     from elsa.runtime.simulation import load_run_model
@@ -236,42 +308,16 @@ def sessions_study(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     requests_planned = sum(c * (1 + 2 * (WARMUP_STEPS + args.steps)) for c in levels)
     if requests_planned > args.max_requests:
         raise SystemExit(f"{requests_planned} requests planned > --max-requests {args.max_requests}")
-    cfg = parse_config(
-        {
-            "name": "scale-sessions",
-            "topology": {"edges": 1, "devices_per_edge": most},
-            "train": {"edge_rounds": 1, "local_steps": 100_000, "batch_size": BATCH, "max_length": SEQ},
-            "control": {"num_probes": args.probes, "dynamic_split": False},
-        }
-    )
+    cfg = sessions_config(most, args.probes)
     model = load_run_model(cfg, 5)  # bbc_news: 5 classes, as the edge derives them
     split = cfg.split_params()
     segments = model.segments(split)
     lock = threading.Lock()
     head, tail = _SerialHead(segments.head, lock), _SerialTail(segments.tail, lock)
-    batches = []
-    for i in range(most):
-        g = torch.Generator().manual_seed(i)
-        ids = torch.randint(1000, 20000, (BATCH, SEQ), generator=g)
-        batches.append(Batch(ids, torch.ones_like(ids), torch.randint(0, 5, (BATCH,), generator=g)))
+    batches = client_batches(most)
     results = []
-    with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
-        plan = plan_demo(cfg, Path(tmp), None, None)
-        overrides = {
-            "edge": {"ELSA_EDGE_TORCH_THREADS": str(threads), "ELSA_EDGE_EDGE_ROUND_DEADLINE_S": "3600"},
-            "cloud": {"ELSA_CLOUD_ROUND_DEADLINE_S": "3600"},
-        }
-        start_services(cluster, plan, Path(tmp), overrides, with_devices=False)
-        wait_healthy([c.url for c in cluster.children if c.url], 180)
-        edge_proc = psutil.Process(next(c for c in cluster.children if c.kind == "edge").process.pid)
-        stop = threading.Event()
-        clouds = _join_devices(plan.cloud_url, plan.join_secret, most, stop)
-        run_id = str(Operator(plan.cloud_url, plan.admin_token).create_run(cfg)["run_id"])
-        tasks = [_train_task(cloud, run_id) for cloud in clouds]
-        cuts = {tuple(t.split) for t in tasks if t.split is not None}
-        if cuts - {(split.head_blocks, split.tail_blocks)}:
-            raise SystemExit(f"the cloud planned other cuts than {split}: {sorted(cuts)}")
-        _wait_edge_ready(tasks[0], run_id, "device-000", 180)
+    with edge_round(cfg, threads) as served:
+        run_id, tasks, edge_proc = served.run_id, served.tasks, served.edge
 
         def edge_cpu_s() -> float:
             times = edge_proc.cpu_times()
@@ -314,8 +360,8 @@ def sessions_study(args: argparse.Namespace, threads: int) -> dict[str, Any]:
                     "steps": len(steps),
                     "wall_s": wall,
                     "steps_per_s": len(steps) / wall if wall > 0 else 0.0,
-                    "step_ms": _percentiles_ms(steps),
-                    "http_ms": _percentiles_ms([s for x in clients for s in x.http_s]),
+                    "step_ms": latency_summary_ms(steps),
+                    "http_ms": latency_summary_ms([s for x in clients for s in x.http_s]),
                     "requests": sum(x.requests for x in clients),
                     "status_counts": {str(k): v for k, v in sorted(statuses.items())},
                     "errors": sum(x.errors for x in clients),
@@ -331,9 +377,6 @@ def sessions_study(args: argparse.Namespace, threads: int) -> dict[str, Any]:
                 f"C={c}: {r['steps']} steps in {wall:.1f} s, p50 {r['step_ms']['p50'] or 0:.1f} ms, errors {r['errors']}",
                 flush=True,
             )
-        stop.set()
-        for cloud in clouds:
-            cloud.close()
     return {
         "params": {
             "clients": levels,
