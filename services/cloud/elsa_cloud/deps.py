@@ -31,9 +31,13 @@ SettingsDep = Annotated[CloudSettings, Depends(get_settings)]
 
 async def current_node(request: Request, state: StateDep) -> NodeRecord:
     """The node whose bearer token authenticates the request (401 otherwise)."""
-    node = await state.store.node_by_token_hash(token_hash(bearer_token(request)))
+    digest = token_hash(bearer_token(request))
+    node = state.nodes.get(digest)
     if node is None:
-        raise AuthError("unknown token")
+        node = await state.store.node_by_token_hash(digest)
+        if node is None:
+            raise AuthError("unknown token")
+        state.nodes.put(digest, node)
     return node
 
 
