@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from elsa.errors import ElsaError, NotFoundError, UnavailableError
+from elsa.errors import AuthError, ElsaError, NotFoundError, UnavailableError
 from elsa.infra.http import CloudClient, EdgeClient, HttpCutLink
 from elsa.model.adapters import AdapterState, select
 from elsa.model.split import SplitModel
@@ -67,6 +67,13 @@ class AgentStatus:
     last_error: str | None = None
 
 
+def describe(exc: BaseException) -> str:
+    """What ``/status`` shows of an error: ``code: detail`` for ELSA errors, else its type and text."""
+    if isinstance(exc, ElsaError):
+        return f"{exc.code}: {exc.detail}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class DeviceAgent:
     """Runs in a background thread for the life of the device process."""
 
@@ -96,17 +103,22 @@ class DeviceAgent:
             except UnavailableError:
                 self.stop.wait(1.0)
                 continue
-            except ElsaError as exc:
-                self.status.last_error = f"{exc.code}: {exc.detail}"
+            except Exception as exc:  # the agent outlives any failed poll
+                self.status.last_error = describe(exc)
+                logger.warning("task poll failed", extra={"error": self.status.last_error})
                 self.stop.wait(1.0)
                 continue
             try:
                 self.handle(task)
-            except ElsaError as exc:
-                self.status.last_error = f"{exc.code}: {exc.detail}"
+            except Exception as exc:
+                # a failed task (its edge died, the cloud went away) ends that task only: the
+                # device stays up, shows why in /status and takes the next task
+                self.status.last_error = describe(exc)
                 self.metrics.rounds.labels("failed").inc()
-                logger.warning(
-                    "task failed", extra={"error": exc.code, "run_id": task.run_id, "round": task.round}
+                log = logger.warning if isinstance(exc, ElsaError) else logger.exception
+                log(
+                    "task failed",
+                    extra={"error": self.status.last_error, "run_id": task.run_id, "round": task.round},
                 )
 
     def _join(self) -> None:
@@ -131,7 +143,13 @@ class DeviceAgent:
         except ElsaError:
             edges = []
         for edge in edges:
-            client = EdgeClient(str(edge["url"]), token=self.cloud.token, timeout_s=30.0, retries=1)
+            client = EdgeClient(
+                str(edge["url"]),
+                token=self.cloud.token,
+                timeout_s=30.0,
+                retries=1,
+                ca_file=self.settings.ca_file,
+            )
             try:
                 rtt, throughput = client.ping(self.settings.probe_bytes)
                 probes.append(LinkProbe(edge_id=str(edge["node_id"]), rtt_s=rtt, throughput_bps=throughput))
@@ -188,12 +206,14 @@ class DeviceAgent:
     def _open_session(
         self, edge: EdgeClient, run_id: str, round_index: int, device_id: str, token: str
     ) -> str:
-        """Open the split session, waiting while the edge is still preparing the round."""
+        """Open the split session, waiting while the edge is still preparing the round (it does
+        not serve the round yet, or still serves an abandoned attempt of it, whose session tokens
+        differ from this one's)."""
         give_up = time.monotonic() + self.settings.session_open_wait_s
         while True:
             try:
                 return edge.open_session(run_id, round_index, device_id, token)
-            except NotFoundError:
+            except (NotFoundError, AuthError):
                 if time.monotonic() > give_up or self.stop.is_set():
                     raise
                 self.stop.wait(0.5)
@@ -234,7 +254,7 @@ class DeviceAgent:
             config,
         )
         device.start_round(run.global_model)
-        edge = EdgeClient(task.edge_url, timeout_s=300.0)
+        edge = EdgeClient(task.edge_url, timeout_s=300.0, ca_file=self.settings.ca_file)
         try:
             session_id = self._open_session(edge, run_id, round_index, device.device_id, task.session_token)
             device.link = HttpCutLink(edge, session_id, config.transport_params())

@@ -2,10 +2,21 @@
 
 For each cloud round: pick the live devices and edges, assign devices to edges, hand out
 ``serve``/``train`` tasks with fresh per-round session tokens, wait for the edges' models until
-the deadline, aggregate them (example-weighted, in sorted edge order — the same function the
-simulation uses), store the new global version (PEFT + checksum) and commit the round. A
-restarted cloud resumes every running run at its last committed round; an interrupted round is
-abandoned and redone. Redis flushed mid-run is restored from the SQL snapshots.
+every serving edge uploaded or died or the round deadline passed, aggregate them
+(example-weighted, in sorted edge order — the same function the simulation uses), store the new
+global version (PEFT + checksum) and commit the round (:mod:`.commit`).
+
+Quorum: a round starts once ``ceil(num_devices × min_device_fraction)`` devices are alive and
+commits only if at least that many devices were assigned to edges whose models arrived; otherwise
+it is abandoned (round state ``abandoned``, a ``round_abandoned`` event with the reason, the
+missing edges and the discarded devices in its participation) and redone, up to
+``max_round_attempts`` times before the run fails (``run_failed``).
+
+Faults: the stored global version is a round's commit point, so a restarted cloud completes a
+round killed after its version was stored, abandons and redoes any other interrupted round, and
+resumes every running run at its last committed round. A store outage (SQL or Redis
+unavailable) never fails a run: the coordinator waits for the store and resumes the same way.
+Redis flushed mid-run is restored from the SQL snapshots.
 """
 
 from __future__ import annotations
@@ -14,28 +25,27 @@ import asyncio
 import logging
 import math
 import time
-from datetime import UTC, datetime
 
-from elsa.errors import ConfigError, ConflictError, ElsaError
+from elsa.errors import ConfigError, ConflictError, ElsaError, UnavailableError
 from elsa.infra.records import NodeRecord
 from elsa.infra.web import new_token, token_hash
 from elsa.runtime.config import RunConfig, parse_config
 from elsa.runtime.control import ControlPlane, DeviceProfile
-from elsa.runtime.exchange import broadcast_message
-from elsa.runtime.rounds import aggregate_edges
-from elsa.wire import encode
 from elsa.wire.control import Task
 from elsa_cloud.settings import CloudSettings
 from elsa_cloud.state import CloudState
+from elsa_cloud.workflows.commit import close_interrupted_rounds, collect, commit, now, start_version
 from elsa_cloud.workflows.control import device_profile, load_plane, log_observation, model_footprint, persist
-from elsa_cloud.workflows.vault import run_model, save_delta, save_version, start_model
+from elsa_cloud.workflows.vault import run_model
+
+__all__ = ["Coordinator", "now"]  # now: the routers' clock, shared with the commit
 
 logger = logging.getLogger(__name__)
 
-
-def now() -> datetime:
-    """Timezone-aware UTC now (the store never reads the clock itself)."""
-    return datetime.now(UTC)
+OUTAGE_BACKOFF_S = 0.5
+"""First wait before resuming a run after a store outage (doubled per failure)."""
+OUTAGE_BACKOFF_MAX_S = 10.0
+"""Longest wait between tries while a store stays unavailable."""
 
 
 class Coordinator:
@@ -47,17 +57,49 @@ class Coordinator:
         self.run_id = run_id
 
     async def run(self) -> None:
-        """Run rounds until the run completes, is stopped, or fails."""
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except ElsaError as exc:
-            logger.error("run failed", extra={"run_id": self.run_id, "error": exc.code, "detail": exc.detail})
-            await self.state.store.set_run_state(self.run_id, "failed", updated_at=now())
-        except Exception:
-            logger.exception("run failed unexpectedly", extra={"run_id": self.run_id})
-            await self.state.store.set_run_state(self.run_id, "failed", updated_at=now())
+        """Run rounds until the run completes, is stopped, or fails.
+
+        A store outage is not a failure: the coordinator waits (backing off up to
+        :data:`OUTAGE_BACKOFF_MAX_S`) and resumes at the last committed round, as a restarted
+        cloud would.
+        """
+        backoff_s = OUTAGE_BACKOFF_S
+        while True:
+            try:
+                await self._run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except UnavailableError as exc:
+                logger.warning(
+                    "store unavailable: the run resumes at its last committed round once it answers",
+                    extra={"run_id": self.run_id, "detail": exc.detail},
+                )
+            except ElsaError as exc:
+                logger.error(
+                    "run failed", extra={"run_id": self.run_id, "error": exc.code, "detail": exc.detail}
+                )
+                await self._fail(f"{exc.code}: {exc.detail}")
+                return
+            except Exception:
+                logger.exception("run failed unexpectedly", extra={"run_id": self.run_id})
+                await self._fail("internal error")
+                return
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(2 * backoff_s, OUTAGE_BACKOFF_MAX_S)
+
+    async def _fail(self, reason: str) -> None:
+        """Mark the run failed (retrying while the store is unavailable) and record why."""
+        backoff_s = OUTAGE_BACKOFF_S
+        while True:
+            try:
+                await self.state.store.set_run_state(self.run_id, "failed", updated_at=now())
+                break
+            except UnavailableError:
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(2 * backoff_s, OUTAGE_BACKOFF_MAX_S)
+        self._stop_tasks()
+        await self._event({"kind": "run_failed", "reason": reason})
 
     async def _run(self) -> None:
         store = self.state.store
@@ -65,7 +107,7 @@ class Coordinator:
         if record is None:
             return
         config = parse_config(record.config, source=f"run {self.run_id}")
-        await self._abandon_interrupted_rounds()
+        await self._recover_interrupted_rounds()
         attempts = 0
         while True:
             record = await store.get_run(self.run_id)
@@ -80,7 +122,7 @@ class Coordinator:
                 await store.set_run_state(self.run_id, "completed", updated_at=now())
                 await self._event({"kind": "run_completed"})
                 break
-            if await self._round(config, round_index):
+            if await self._round(config, round_index, attempts + 1):
                 attempts = 0
                 continue
             attempts += 1
@@ -100,10 +142,28 @@ class Coordinator:
                 return
             await asyncio.sleep(0.5)
 
-    async def _abandon_interrupted_rounds(self) -> None:
-        for rnd in await self.state.store.list_rounds(self.run_id):
-            if rnd.state in ("training", "aggregating"):
-                await self.state.store.set_round_state(self.run_id, rnd.round, "abandoned", now())
+    async def _recover_interrupted_rounds(self) -> None:
+        """Close the rounds a previous coordinator left open (see :mod:`.commit`): one whose
+        version was stored is committed, any other abandoned and redone."""
+        for round_index, closed in await close_interrupted_rounds(self.state.store, self.run_id):
+            if closed == "completed":
+                await self._event({"kind": "round_recovered", "round": round_index, "version": round_index})
+                logger.warning(
+                    "interrupted round committed: its version was stored",
+                    extra={"run_id": self.run_id, "round": round_index},
+                )
+            else:
+                await self._event(
+                    {
+                        "kind": "round_abandoned",
+                        "round": round_index,
+                        "reason": "interrupted before its commit",
+                    }
+                )
+                logger.warning(
+                    "interrupted round abandoned: it will be redone",
+                    extra={"run_id": self.run_id, "round": round_index},
+                )
 
     async def _event(self, event: dict[str, object]) -> None:
         try:
@@ -118,8 +178,12 @@ class Coordinator:
         devices = [n for n in nodes if n.role == "device" and n.node_id in alive]
         return edges, devices
 
+    def _quorum(self, config: RunConfig) -> int:
+        """Devices a round needs, alive to start and behind arrived edge models to commit."""
+        return max(1, math.ceil(config.num_devices * self.settings.min_device_fraction))
+
     async def _wait_for_quorum(self, config: RunConfig) -> tuple[list[NodeRecord], list[NodeRecord]]:
-        needed = max(1, math.ceil(config.num_devices * self.settings.min_device_fraction))
+        needed = self._quorum(config)
         deadline = time.monotonic() + self.settings.join_wait_s
         while True:
             edges, devices = await self._live_nodes()
@@ -131,8 +195,28 @@ class Coordinator:
                 )
             await asyncio.sleep(0.5)
 
-    async def _round(self, config: RunConfig, round_index: int) -> bool:
-        """One cloud round; True when committed, False when abandoned."""
+    async def _round(self, config: RunConfig, round_index: int, attempt: int) -> bool:
+        """One attempt at a cloud round; True when committed, False when abandoned."""
+        key = (self.run_id, round_index)
+        posted: dict[str, Task] = {}
+        try:
+            return await self._play_round(config, round_index, attempt, posted)
+        finally:  # the attempt is over: it collects nothing more and its train tasks are withdrawn
+            self.state.uploads.pop(key, None)
+            self.state.probes.pop(key, None)
+            self._withdraw(posted)
+
+    def _withdraw(self, posted: dict[str, Task]) -> None:
+        """Replace the tasks of an ended attempt that are still current by ``idle``, so that a
+        device restarting later does not pick up a round that is over (it waits for its next)."""
+        for node_id, task in posted.items():
+            entry = self.state.board.tasks.get(node_id)
+            if entry is not None and entry[1] is task:
+                self.state.board.post(node_id, Task(kind="idle", run_id=self.run_id))
+
+    async def _play_round(
+        self, config: RunConfig, round_index: int, attempt: int, posted: dict[str, Task]
+    ) -> bool:
         store, live = self.state.store, self.state.live
         started = time.monotonic()
         if await live.is_empty(self.run_id):
@@ -142,15 +226,15 @@ class Coordinator:
         plane = await load_plane(self.state, self.run_id, config)
         assignment, plans = self._plan(config, plane, edges, devices)
         device_by_id = {d.node_id: d for d in devices}
-        self.state.uploads[(self.run_id, round_index)] = {}  # collect before anyone hears of the round
-        self.state.probes[(self.run_id, round_index)] = {}  # (the assignment is public)
+        version = await start_version(store, self.run_id, round_index)
+        key = (self.run_id, round_index)
+        self.state.uploads[key] = {}  # collect before anyone hears of the round
+        self.state.probes[key] = {}  # (the assignment is public)
         await live.set_assignment(self.run_id, assignment)
         await persist(self.state, self.run_id, round_index, plane, assignment)
         await store.start_round(self.run_id, round_index, now())
         fingerprint = plane.fingerprint_round(round_index)
         await store.set_run_state(self.run_id, "running", current_round=round_index, updated_at=now())
-        latest = await store.latest_adapter_version(self.run_id)
-        version = latest.version if latest is not None else 0
         edge_by_id = {e.node_id: e for e in edges}
         tokens = {d: new_token() for d in assignment}
         served: dict[str, list[str]] = {}
@@ -182,84 +266,110 @@ class Coordinator:
         cuts = {h for h, _ in plans.values()}
         digests = await asyncio.to_thread(lambda: {h: privacy.digest(h) for h in cuts})
         for device_id, edge_id in assignment.items():
-            self.state.board.post(
-                device_id,
-                Task(
-                    kind="train",
-                    run_id=self.run_id,
-                    round=round_index,
-                    version=version,
-                    config=config.model_dump(mode="json"),
-                    edge_id=edge_id,
-                    edge_url=edge_by_id[edge_id].url,
-                    session_token=tokens[device_id],
-                    deadline_s=self.settings.round_deadline_s,
-                    split=plans[device_by_id[device_id].name],
-                    fingerprint=fingerprint,
-                    subspace_digest=digests[plans[device_by_id[device_id].name][0]],
-                ),
+            posted[device_id] = Task(
+                kind="train",
+                run_id=self.run_id,
+                round=round_index,
+                version=version,
+                config=config.model_dump(mode="json"),
+                edge_id=edge_id,
+                edge_url=edge_by_id[edge_id].url,
+                session_token=tokens[device_id],
+                deadline_s=self.settings.round_deadline_s,
+                split=plans[device_by_id[device_id].name],
+                fingerprint=fingerprint,
+                subspace_digest=digests[plans[device_by_id[device_id].name][0]],
             )
+            self.state.board.post(device_id, posted[device_id])
         await self._event(
-            {"kind": "round_started", "round": round_index, "devices": len(assignment), "edges": len(served)}
+            {
+                "kind": "round_started",
+                "round": round_index,
+                "attempt": attempt,
+                "devices": len(assignment),
+                "edges": len(served),
+            }
         )
         logger.info(
-            "round started", extra={"run_id": self.run_id, "round": round_index, "devices": len(assignment)}
+            "round started",
+            extra={
+                "run_id": self.run_id,
+                "round": round_index,
+                "attempt": attempt,
+                "devices": len(assignment),
+            },
         )
 
-        key = (self.run_id, round_index)
-        deadline = time.monotonic() + self.settings.round_deadline_s
-        while time.monotonic() < deadline:
-            record = await store.get_run(self.run_id)
-            if record is None or record.state == "stopped":
-                break
-            if all(e in self.state.uploads[key] for e in served):
-                break
-            await asyncio.sleep(0.2)
+        stopped, dead = await collect(self.state, self.settings, self.run_id, round_index, sorted(served))
         uploads = self.state.uploads.pop(key, {})
-        if not uploads:
-            self.state.probes.pop(key, None)
-            await store.set_round_state(self.run_id, round_index, "abandoned", now())
-            await self._event({"kind": "round_abandoned", "round": round_index})
-            self.state.metrics.round_ended("abandoned", time.monotonic() - started)
+        for edge_id in sorted(set(uploads) - set(served)):  # e.g. late for an earlier attempt
             logger.warning(
-                "round abandoned: no edge model arrived", extra={"run_id": self.run_id, "round": round_index}
+                "edge model dropped: the edge serves no device this round",
+                extra={"run_id": self.run_id, "round": round_index, "edge": edge_id},
             )
+            del uploads[edge_id]
+        for edge_id in sorted(set(served) - set(uploads)):
+            await store.record_participation(
+                self.run_id,
+                round_index,
+                edge_id,
+                "edge",
+                "timed_out",
+                "dead: no heartbeat" if edge_id in dead else "no edge model by the round deadline",
+                now(),
+            )
+        counted = sorted(device_by_id[d].name for d, e in assignment.items() if e in uploads)
+        needed = self._quorum(config)
+        if len(counted) < needed:
+            if not uploads:
+                reason = "no edge model arrived"
+            else:
+                reason = f"quorum not met: {len(counted)} of {needed} needed devices behind the edge models"
+            if stopped:
+                reason += " (the run was stopped)"
+            await self._abandon(round_index, attempt, reason, sorted(assignment), len(counted), needed)
+            self.state.metrics.round_ended("abandoned", time.monotonic() - started)
             return False
-        await store.set_round_state(self.run_id, round_index, "aggregating", now())
-        start = await start_model(self.state, self.settings.adapter_dir, self.run_id, config, version)
-        aggregated, merged = aggregate_edges(uploads, start, config.sketch_params())
-        folder, digest, nbytes = await asyncio.to_thread(
-            save_version, self.settings.adapter_dir, self.run_id, round_index, aggregated, config
+        await commit(self.state, self.settings, self.run_id, config, round_index, version, uploads)
+        await self._observe(plane, round_index, set(counted), assignment)
+        await self._event(
+            {
+                "kind": "round_completed",
+                "round": round_index,
+                "edges": sorted(uploads),
+                "devices": len(counted),
+            }
         )
-        delta = encode(
-            broadcast_message(
-                dtype=config.sketch_params().table_dtype,
-                run_id=self.run_id,
-                round_index=round_index,
-                version=round_index,
-                sketches=merged,
-                base_version=version,
-            )
-        )
-        await asyncio.to_thread(save_delta, self.settings.adapter_dir, self.run_id, round_index, delta)
-        await store.add_adapter_version(
-            self.run_id, round_index, round_index, str(folder), digest, nbytes, now()
-        )
-        self.state.adapter_cache[(self.run_id, round_index)] = aggregated
-        await store.set_round_state(self.run_id, round_index, "completed", now())
-        expected = {device_by_id[d].name for d, e in assignment.items() if e in uploads}
-        await self._observe(plane, round_index, expected)
-        for edge_id in served:
-            if edge_id not in uploads:
-                await store.record_participation(
-                    self.run_id, round_index, edge_id, "edge", "timed_out", "", now()
-                )
-        await self._event({"kind": "round_completed", "round": round_index, "edges": sorted(uploads)})
         self.state.metrics.round_ended("completed", time.monotonic() - started)
         logger.info(
             "round committed", extra={"run_id": self.run_id, "round": round_index, "version": round_index}
         )
         return True
+
+    async def _abandon(
+        self, round_index: int, attempt: int, reason: str, device_ids: list[str], counted: int, needed: int
+    ) -> None:
+        """Record an abandoned attempt: the round's state, its discarded devices, an event."""
+        store = self.state.store
+        for device_id in device_ids:
+            await store.record_participation(
+                self.run_id, round_index, device_id, "device", "abandoned", reason, now()
+            )
+        await store.set_round_state(self.run_id, round_index, "abandoned", now())
+        await self._event(
+            {
+                "kind": "round_abandoned",
+                "round": round_index,
+                "attempt": attempt,
+                "reason": reason,
+                "devices": counted,
+                "needed": needed,
+            }
+        )
+        logger.warning(
+            "round abandoned",
+            extra={"run_id": self.run_id, "round": round_index, "attempt": attempt, "reason": reason},
+        )
 
     def _plan(
         self, config: RunConfig, plane: ControlPlane, edges: list[NodeRecord], devices: list[NodeRecord]
@@ -288,8 +398,12 @@ class Coordinator:
             plans[name] = (split.head_blocks, split.tail_blocks)
         return {by_name[n].node_id: assignment[n] for n in plans}, plans
 
-    async def _observe(self, plane: ControlPlane, round_index: int, expected: set[str]) -> None:
-        """Update clusters and trust from the round's probe reports (DESIGN §2.4-§2.5).
+    async def _observe(
+        self, plane: ControlPlane, round_index: int, expected: set[str], assignment: dict[str, str]
+    ) -> None:
+        """Update clusters and trust from the round's probe reports (DESIGN §2.4-§2.5) and
+        snapshot the plane with the round's ``assignment`` (not read back from Redis: a flush
+        mid-round must not blank the snapshot a restore reads).
 
         A device posts its probe report before its first edge-round update, so every report of
         a device whose edge uploaded is already here; a device that sent none keeps its trust.
@@ -301,9 +415,7 @@ class Coordinator:
                 "no probe report", extra={"run_id": self.run_id, "round": round_index, "devices": missing}
             )
         seen = plane.observe(reports)
-        await persist(
-            self.state, self.run_id, round_index, plane, await self.state.live.get_assignment(self.run_id)
-        )
+        await persist(self.state, self.run_id, round_index, plane, assignment)
         await self._event(log_observation(self.run_id, round_index, seen))
 
     async def _restore_live_state(self) -> None:

@@ -72,11 +72,19 @@ class EdgeWorker:
                 logger.warning("task poll failed", extra={"error": exc.code})
                 self.stop.wait(1.0)
                 continue
+            except Exception as exc:  # the worker outlives any failed poll
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("task poll failed")
+                self.stop.wait(1.0)
+                continue
             try:
                 self.handle(task)
             except ElsaError as exc:
                 self.state.last_error = f"{exc.code}: {exc.detail}"
                 logger.warning("task failed", extra={"error": exc.code, "run_id": task.run_id})
+            except Exception as exc:  # e.g. the cloud vanished mid-request: the worker lives on
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("task failed", extra={"run_id": task.run_id})
 
     def handle(self, task: Task) -> None:
         """Act on one task."""
@@ -122,9 +130,12 @@ class EdgeWorker:
             model.segments(split)  # ConfigError now for a cut the model cannot take
         with self.state.state_lock:
             current = self.state.rounds.get(run_id)
-            if current is not None and current.edge_round.round_index == round_index:
+            # the same round again with new session tokens is a new attempt (the cloud abandoned
+            # the round, e.g. it restarted): it replaces the old one and that one's sessions end
+            redo = current is not None and current.edge_round.round_index == round_index
+            if redo and current is not None and current.tokens == task.session_token_hashes:
                 return  # the same task re-delivered
-            if current is not None:
+            if current is not None and not redo:
                 self.state.previous[run_id] = current
             self.state.rounds[run_id] = ServedRound(
                 config,
@@ -136,13 +147,18 @@ class EdgeWorker:
                 version=version,
             )
             self.state.senders.setdefault(run_id, DeltaSender(config, perturb=False))
-            keep = {round_index, current.edge_round.round_index if current else round_index}
+            if redo:  # the previous round's sessions still serve inference
+                stale = {round_index}
+            else:
+                keep = {round_index, current.edge_round.round_index if current else round_index}
+                stale = {v.round_index for v in self.state.sessions.values()} - keep
             for sid in [
-                s for s, v in self.state.sessions.items() if v.run_id == run_id and v.round_index not in keep
+                s for s, v in self.state.sessions.items() if v.run_id == run_id and v.round_index in stale
             ]:
                 del self.state.sessions[sid]
         logger.info(
-            "serving round", extra={"run_id": run_id, "round": round_index, "devices": len(task.devices)}
+            "serving a new attempt of round" if redo else "serving round",
+            extra={"run_id": run_id, "round": round_index, "devices": len(task.devices)},
         )
 
     def global_model(self, run_id: str, config: RunConfig, model: SplitModel, version: int) -> AdapterState:
@@ -163,13 +179,18 @@ class EdgeWorker:
             logger.warning("could not report resources", extra={"error": exc.code})
 
     def watch_deadlines(self) -> None:
-        """Check edge-round deadlines every second until stopped."""
+        """Every second until stopped: close edge rounds past their deadline and retry the
+        uploads that failed while the cloud was unavailable."""
         while not self.stop.wait(1.0):
             try:
                 self.close_overdue_edge_rounds()
+                self.retry_uploads()
             except ElsaError as exc:
                 self.state.last_error = f"{exc.code}: {exc.detail}"
                 logger.warning("closing an edge round failed", extra={"error": exc.code})
+            except Exception as exc:  # the watcher must outlive any failure (e.g. the cloud died mid-upload)
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("closing an edge round failed")
 
     def close_overdue_edge_rounds(self) -> None:
         """Aggregate edge rounds whose deadline passed with the devices that submitted."""
