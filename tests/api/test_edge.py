@@ -246,6 +246,40 @@ async def test_ping_needs_a_node_token_the_cloud_knows(edge: Edge) -> None:
     assert (await edge.client.get("/health")).status_code == 200
 
 
+async def test_a_client_that_disconnects_mid_upload_is_not_a_server_error(edge: Edge) -> None:
+    known_node(edge)
+    sent: list[dict[str, Any]] = []
+    chunks = iter(
+        [{"type": "http.request", "body": bytes(1000), "more_body": True}, {"type": "http.disconnect"}]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(chunks)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/ping",
+        "raw_path": b"/v1/ping",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {NODE_TOKEN}".encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+        "state": {},
+    }
+    await edge.app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    assert status == 400
+    assert (await edge.client.get("/health")).status_code == 200
+
+
 async def test_ping_payload_over_the_limit_is_413(edge: Edge) -> None:
     auth = known_node(edge)
     response = await edge.client.post("/v1/ping", content=bytes(MAX_BODY + 1), headers=auth)

@@ -25,7 +25,11 @@ class CloudSettings(BaseSettings):
     round_deadline_s: float = Field(900.0, gt=0, description="a cloud round closes with the edges present")
     join_wait_s: float = Field(120.0, ge=0, description="how long a new run waits for its devices to join")
     min_device_fraction: float = Field(
-        1.0, gt=0, le=1, description="quorum of the run's devices to start a round"
+        1.0,
+        gt=0,
+        le=1,
+        description="quorum: fraction of the run's devices needed to start a round and to commit it "
+        "(below it the round is abandoned and retried)",
     )
     heartbeat_ttl_s: float = Field(90.0, gt=0, description="a node not heard from for this long is dead")
     max_task_wait_s: float = Field(60.0, gt=0, description="longest long-poll")

@@ -111,12 +111,12 @@ class _Peer:
                     timeout=timeout_s or self.timeout_s,
                     **kwargs,
                 )
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            except httpx.TimeoutException as exc:
+                raise UnavailableError(f"{method} {self.base_url}{path} timed out") from exc
+            except httpx.TransportError as exc:  # connect, read, write, protocol: the peer went away
                 last = exc
                 time.sleep(self.backoff_s * (2**attempt))
                 continue
-            except httpx.TimeoutException as exc:
-                raise UnavailableError(f"{method} {self.base_url}{path} timed out") from exc
             _raise_for(response)
             return response
         raise UnavailableError(f"{method} {self.base_url}{path}: {last}")

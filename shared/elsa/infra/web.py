@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from elsa.errors import AuthError, ElsaError, PayloadTooLargeError
 
@@ -85,6 +86,15 @@ def install_error_handlers(app: FastAPI) -> None:
         request.state.error_code = "internal"
         return JSONResponse({"error": "internal", "detail": "internal error"}, status_code=500)
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # the caller went away mid-request (a killed device, say): nobody reads the answer
+        logger.info("client disconnected", extra={"path": request.url.path})
+        request.state.error_code = "client_disconnected"
+        return JSONResponse(
+            {"error": "client_disconnected", "detail": "the client went away"}, status_code=400
+        )
+
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(ElsaError, on_elsa_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
