@@ -17,7 +17,7 @@ from elsa_cloud.settings import CloudSettings
 from elsa_edge.main import create_app as create_edge
 from elsa_edge.settings import EdgeSettings
 
-from .conftest import JOIN_SECRET, Cloud
+from .conftest import JOIN_SECRET, Cloud, run_config
 from .support import assert_error, bearer, serve
 
 pytestmark = pytest.mark.anyio
@@ -126,3 +126,19 @@ async def test_tokens_are_stored_hashed(cloud: Cloud) -> None:
     assert again != device
     assert_error(await cloud.client.get("/v1/edges", headers=device), 401, "unauthorized")
     assert (await cloud.client.get("/v1/edges", headers=again)).status_code == 200
+
+
+async def test_run_ids_cannot_name_a_parent_folder(cloud: Cloud) -> None:
+    # a file the adapter URLs must never reach: <adapter_dir>/../v0/adapter_config.json
+    outside = cloud.settings.adapter_dir.parent / "v0"
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "adapter_config.json").write_text("{}")
+    for run_id in ("%2E%2E", ".hidden", "-x"):
+        response = await cloud.client.get(
+            f"/v1/runs/{run_id}/adapters/0/peft/adapter_config.json", headers=cloud.admin
+        )
+        assert response.status_code == 422, (run_id, response.status_code, response.text)
+    bad = run_config()
+    bad["name"] = ".."
+    response = await cloud.client.post("/v1/runs", json={"config": bad}, headers=cloud.admin)
+    assert_error(response, 422, "invalid_config", mentions="name")

@@ -39,7 +39,9 @@ MAX_NDIM: Final = 32
 """Most dimensions a payload may have (numpy allows 64; no ELSA tensor has more than 4)."""
 
 MAX_DIM: Final = 2**62
-"""Largest single dimension accepted (keeps every size inside int64)."""
+"""Largest single dimension accepted (keeps every size inside int64). The extent of a shape (its
+size with empty dimensions counted as 1, what the strides of an empty tensor multiply up to) is
+bounded by it too."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class TensorPayload(BaseModel):
         for dim in self.shape:
             if dim < 0 or dim > MAX_DIM:
                 raise TensorError(f"tensor shape {self.shape} has a dimension outside [0, 2**62]")
+        _check_extent(self.shape)
         expected = math.prod(self.shape) * spec.itemsize
         if len(self.data) != expected:
             raise TensorError(
@@ -133,6 +136,12 @@ class TensorPayload(BaseModel):
     def numel(self) -> int:
         """Number of elements, ``prod(shape)``."""
         return math.prod(self.shape)
+
+
+def _check_extent(shape: tuple[int, ...]) -> None:
+    # an empty tensor holds no bytes, but its strides still multiply its other dimensions
+    if math.prod(max(dim, 1) for dim in shape) > MAX_DIM:
+        raise TensorError(f"tensor shape {shape} is too large (its dimensions multiply past 2**62)")
 
 
 def payload_nbytes(p: TensorPayload) -> int:
@@ -183,8 +192,10 @@ def _check_finite(arr: np.ndarray, dtype_name: str) -> None:
         # bf16 bits: exponent all ones (0x7F80 under the sign bit) means Inf or NaN.
         bad = bool(np.any((arr & 0x7F80) == 0x7F80))
     else:
-        # A float64 sum of finite fp32/fp16 values cannot overflow, so it is finite iff all are.
-        bad = not math.isfinite(float(arr.sum(dtype=np.float64)))
+        # A float64 sum of finite fp32/fp16 values cannot overflow, so it is finite iff all are
+        # (Inf - Inf is NaN: no warning for that).
+        with np.errstate(invalid="ignore"):
+            bad = not math.isfinite(float(arr.sum(dtype=np.float64)))
     if bad:
         raise TensorError(f"tensor of dtype {dtype_name} contains NaN or Inf values")
 
@@ -245,6 +256,7 @@ def from_payload(
             f"tensor data is {len(p.data)} bytes but shape {p.shape} needs {numel * spec.itemsize}"
         )
     if numel == 0:
+        _check_extent(p.shape)  # (payloads built with model_construct skip the validator)
         return torch.empty(p.shape, dtype=dtype if dtype is not None else spec.torch_dtype)
     if p.dtype == "bool" and int(np.frombuffer(p.data, dtype=np.uint8).max()) > 1:
         raise TensorError("bool tensor contains bytes other than 0 and 1")

@@ -33,6 +33,7 @@ from elsa.wire import (
 )
 from elsa.wire.control import Ack, MetricsReport
 from elsa_cloud.deps import DeviceDep, EdgeDep, SettingsDep, StateDep
+from elsa_cloud.routers.runs import IndexPath, RunIdPath
 from elsa_cloud.workflows.coordinator import now
 from elsa_cloud.workflows.vault import global_state, load_delta, start_model, version_dir
 
@@ -45,8 +46,8 @@ router = APIRouter(prefix="/v1/runs/{run_id}", tags=["adapters"], responses=ERRO
     responses={200: {"content": {"application/msgpack": {}}}},
 )
 async def get_adapter(
-    run_id: str,
-    version: int,
+    run_id: RunIdPath,
+    version: IndexPath,
     request: Request,
     state: StateDep,
     settings: SettingsDep,
@@ -75,7 +76,7 @@ async def get_adapter(
 
 @router.get("/adapters/{version}/peft/{filename}", summary="Download a PEFT file of a version (operator)")
 async def get_peft_file(
-    run_id: str, version: int, filename: str, request: Request, settings: SettingsDep
+    run_id: RunIdPath, version: IndexPath, filename: str, request: Request, settings: SettingsDep
 ) -> FileResponse:
     """``adapter_config.json`` or ``adapter_model.safetensors``."""
     if not same_secret(bearer_token(request), settings.admin_token):
@@ -94,7 +95,7 @@ async def get_peft_file(
     responses={200: {"content": {"application/msgpack": {}}}},
 )
 async def get_adapter_delta(
-    run_id: str, version: int, request: Request, state: StateDep, settings: SettingsDep
+    run_id: RunIdPath, version: IndexPath, request: Request, state: StateDep, settings: SettingsDep
 ) -> Response:
     """For nodes holding version ``version - 1``: apply the sketches to it to get ``version``
     bit for bit (DESIGN §3). 404 when the version has none (e.g. written before a restart that
@@ -123,7 +124,12 @@ def _check_peft_names(config: RunConfig, keys: list[str]) -> None:
 
 @router.post("/rounds/{round_index}/edge-models", response_model=Ack, summary="An edge's model for a round")
 async def upload_edge_model(
-    run_id: str, round_index: int, request: Request, edge: EdgeDep, state: StateDep, settings: SettingsDep
+    run_id: RunIdPath,
+    round_index: IndexPath,
+    request: Request,
+    edge: EdgeDep,
+    state: StateDep,
+    settings: SettingsDep,
 ) -> Ack:
     """msgpack ``AdapterUpdate`` from the edge itself, for the round in progress: the sketches of
     its model's delta from the round's start version. Every sketch must have this round's
@@ -161,7 +167,12 @@ async def upload_edge_model(
 
 @router.post("/rounds/{round_index}/probes", response_model=Ack, summary="A device's probe report")
 async def upload_probes(
-    run_id: str, round_index: int, request: Request, device: DeviceDep, state: StateDep, settings: SettingsDep
+    run_id: RunIdPath,
+    round_index: IndexPath,
+    request: Request,
+    device: DeviceDep,
+    state: StateDep,
+    settings: SettingsDep,
 ) -> Ack:
     """msgpack ``ProbeReport`` of the device itself for the round in progress: its (Q x C) probe
     predictions and, in fingerprint rounds, its fingerprint (DESIGN §2.3). One per round."""
@@ -197,7 +208,7 @@ async def upload_probes(
 
 @router.post("/rounds/{round_index}/reports", response_model=Ack, summary="A device's round report")
 async def report(
-    run_id: str, round_index: int, body: MetricsReport, device: DeviceDep, state: StateDep
+    run_id: RunIdPath, round_index: IndexPath, body: MetricsReport, device: DeviceDep, state: StateDep
 ) -> Ack:
     """Losses, local evaluation and byte counts of one device for one round."""
     if body.run_id != run_id or body.round != round_index:
@@ -205,12 +216,12 @@ async def report(
     if await state.store.get_round(run_id, round_index) is None:
         raise NotFoundError(f"run {run_id} has no round {round_index}")
     for kind, nbytes in body.bytes.items():
-        if not 0 < len(kind) <= 64 or nbytes < 0:
+        if not 0 < len(kind) <= 64 or not 0 <= nbytes < 2**63:  # counts are 64-bit SQL integers
             raise RequestValidationError(
                 [
                     {
                         "loc": ("body", "bytes", kind),
-                        "msg": "kinds of 1-64 characters, counts >= 0",
+                        "msg": "kinds of 1-64 characters, counts in [0, 2**63)",
                         "type": "value_error",
                     }
                 ]

@@ -6,9 +6,9 @@ import asyncio
 import re
 import secrets
 from collections import defaultdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from elsa.errors import ConfigError, ConflictError, NotFoundError
 from elsa.infra.records import RunRecord
@@ -24,7 +24,15 @@ from elsa_cloud.workflows.coordinator import Coordinator, now
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
 #: a run name becomes the prefix of the run id, which appears in URLs and wire messages
-_RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: rounds and versions are 32-bit SQL integers (PostgreSQL refuses larger ones)
+MAX_INDEX = 2**31 - 1
+#: a run id in a URL: what ids are made of (the SQL column holds 128 characters and PostgreSQL
+#: refuses NUL): any other string is a 422, never a database error
+#: (it starts with a letter or digit, so no id is "." or ".." — ids name adapter folders)
+RunIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")]
+#: a round or version in a URL
+IndexPath = Annotated[int, Path(ge=0, le=MAX_INDEX)]
 
 
 async def run_view(state: CloudState, record: RunRecord) -> RunView:
@@ -64,7 +72,12 @@ async def create_run(body: RunCreate, _: AdminDep, state: StateDep, settings: Se
     """Validates the configuration (422 naming the bad field), stores the run and starts it."""
     config = parse_config(body.config, source="config")
     if not _RUN_NAME.fullmatch(config.name):
-        raise ConfigError("config: name: 1-100 characters of A-Z a-z 0-9 . _ - (it prefixes the run id)")
+        raise ConfigError(
+            "config: name: 1-100 characters of A-Z a-z 0-9 . _ - starting with a letter or digit "
+            "(it prefixes the run id)"
+        )
+    if config.train.cloud_rounds > MAX_INDEX:
+        raise ConfigError(f"config: train.cloud_rounds: at most {MAX_INDEX}")
     config.resolved_num_labels()
     config.check_service_runtime()
     run_id = f"{config.name}-{secrets.token_hex(4)}"
@@ -83,7 +96,7 @@ async def list_runs(_: AdminDep, state: StateDep) -> list[RunView]:
 
 
 @router.get("/{run_id}", response_model=RunView, summary="One run")
-async def get_run(run_id: str, _: AdminDep, state: StateDep) -> RunView:
+async def get_run(run_id: RunIdPath, _: AdminDep, state: StateDep) -> RunView:
     """404 for an unknown run."""
     return await run_view(state, await _require_run(state, run_id))
 
@@ -97,7 +110,7 @@ _TRANSITIONS: dict[str, tuple[set[str], str]] = {
 
 @router.post("/{run_id}/{action}", response_model=RunView, summary="Pause, resume or stop a run")
 async def control_run(
-    run_id: str,
+    run_id: RunIdPath,
     action: Literal["pause", "resume", "stop"],
     _: AdminDep,
     state: StateDep,
@@ -115,7 +128,7 @@ async def control_run(
 
 
 @router.get("/{run_id}/rounds", response_model=list[RoundView], summary="Rounds of a run")
-async def list_rounds(run_id: str, _: AdminDep, state: StateDep) -> list[RoundView]:
+async def list_rounds(run_id: RunIdPath, _: AdminDep, state: StateDep) -> list[RoundView]:
     """Each round's state machine position and timestamps."""
     await _require_run(state, run_id)
     rounds = await state.store.list_rounds(run_id)  # before versions: a completed round has one
@@ -138,7 +151,7 @@ async def list_rounds(run_id: str, _: AdminDep, state: StateDep) -> list[RoundVi
 
 
 @router.get("/{run_id}/metrics", summary="Per-round metrics (device means) and bytes by kind")
-async def metrics(run_id: str, _: AdminDep, state: StateDep) -> dict[str, Any]:
+async def metrics(run_id: RunIdPath, _: AdminDep, state: StateDep) -> dict[str, Any]:
     """``{"rounds": [{"round", "reports", "metrics": {name: mean}, "bytes": {kind: total}}]}``."""
     await _require_run(state, run_id)
     values: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -161,7 +174,7 @@ async def metrics(run_id: str, _: AdminDep, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/{run_id}/assignments", summary="Current device -> edge assignment")
-async def assignments(run_id: str, _: AdminDep, state: StateDep) -> dict[str, Any]:
+async def assignments(run_id: RunIdPath, _: AdminDep, state: StateDep) -> dict[str, Any]:
     """Live (Redis) assignment, falling back to the last SQL snapshot."""
     await _require_run(state, run_id)
     live = await state.live.get_assignment(run_id)
@@ -173,7 +186,7 @@ async def assignments(run_id: str, _: AdminDep, state: StateDep) -> dict[str, An
 
 
 @router.get("/{run_id}/control", response_model=ControlView, summary="Clusters, trust, assignment, cuts")
-async def control(run_id: str, _: AdminDep, state: StateDep) -> ControlView:
+async def control(run_id: RunIdPath, _: AdminDep, state: StateDep) -> ControlView:
     """The run's control plane (DESIGN §2.3-§2.6): device clusters, trust (and who is
     quarantined), the device → edge assignment (by name) and each device's cut. Read from
     Redis; after a flush, from the last SQL snapshot."""
@@ -211,7 +224,7 @@ async def control(run_id: str, _: AdminDep, state: StateDep) -> ControlView:
 
 
 @router.get("/{run_id}/events", summary="Recent run events")
-async def events(run_id: str, _: AdminDep, state: StateDep, n: int = 50) -> list[dict[str, Any]]:
+async def events(run_id: RunIdPath, _: AdminDep, state: StateDep, n: int = 50) -> list[dict[str, Any]]:
     """Round starts/completions and other transitions, newest last."""
     await _require_run(state, run_id)
     return await state.live.recent_events(run_id, max(1, min(n, 1000)))

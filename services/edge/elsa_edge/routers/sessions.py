@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from elsa.errors import AuthError, ConflictError, NotFoundError, TensorError
+from elsa.errors import AuthError, ConflictError, ElsaError, NotFoundError, TensorError
 from elsa.infra.web import (
     ERROR_RESPONSES,
     FRAMES,
@@ -40,7 +40,7 @@ from elsa.wire import (
     to_payload,
 )
 from elsa_edge.deps import CloudDep, SessionDep, SettingsDep, StateDep
-from elsa_edge.state import EdgeState, Session
+from elsa_edge.state import EdgeState, ServedRound, Session
 from elsa_edge.workflows.serve import finish_edge_round
 
 M = TypeVar("M", bound=Message)
@@ -221,12 +221,32 @@ async def submit_update(
     delta = read_update(update, served.edge_round.start, served.config, keys=keys)
     with state.state_lock:
         served.edge_round.submit(session.device_id, edge_round, delta, update.num_examples)
+        first = edge_round not in served.first_submit_at
         served.first_submit_at.setdefault(edge_round, time.monotonic())
         complete = served.edge_round.complete(edge_round)
-    state.count_in("adapters", len(body))
     if complete:
-        await run_in_threadpool(finish_edge_round, state, cloud, served, edge_round)
+        try:
+            await run_in_threadpool(finish_edge_round, state, cloud, served, edge_round)
+        except ElsaError:
+            # the edge round cannot be aggregated with this update (e.g. the merged sketch
+            # overflows its table dtype): refuse it as if it had never been submitted
+            with state.state_lock:
+                _withdraw(served, session.device_id, edge_round, first)
+            raise
+    state.count_in("adapters", len(body))
     return {"ok": True}
+
+
+def _withdraw(served: ServedRound, device_id: str, edge_round: int, first: bool) -> None:
+    """Forget a device's submission of an edge round that is not aggregated."""
+    if edge_round in served.edge_round.models:
+        return
+    submissions = served.edge_round.submissions.get(edge_round, {})
+    submissions.pop(device_id, None)
+    if not submissions:
+        served.edge_round.submissions.pop(edge_round, None)
+        if first:
+            served.first_submit_at.pop(edge_round, None)
 
 
 @router.get(
