@@ -44,7 +44,7 @@ fi
 bash scripts/browser.sh
 echo "== pytest"
 rc=0
-"$BIN/python" -m pytest -q "$@" || rc=$?
+"$BIN/python" -m pytest -q --durations=15 "$@" || rc=$?
 if ((rc == 5)); then
   echo "test.sh: FAILED: pytest collected no tests (exit 5)" >&2
   exit 5

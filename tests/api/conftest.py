@@ -83,20 +83,27 @@ class Cloud:
         return health.status_code == 200 and ready.status_code == 200
 
 
+def cloud_settings(tmp_path: Path, **overrides: Any) -> CloudSettings:
+    """The API tests' cloud: a fresh SQLite file in ``tmp_path``, an embedded Redis, the test
+    secrets, runs that wait long for their devices; ``overrides`` replace any field."""
+    fields: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'elsa.db'}",
+        "redis_url": None,
+        "adapter_dir": tmp_path / "adapters",
+        "join_secret": JOIN_SECRET,
+        "admin_token": ADMIN_TOKEN,
+        "join_wait_s": 120.0,
+        "round_deadline_s": 120.0,
+        "max_task_wait_s": 5.0,
+        "max_body_bytes": MAX_BODY,
+    }
+    return CloudSettings(**{**fields, **overrides})
+
+
 @pytest.fixture
 async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
     """A cloud on a fresh SQLite file and an embedded Redis; runs wait long for their devices."""
-    settings = CloudSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'elsa.db'}",
-        redis_url=None,
-        adapter_dir=tmp_path / "adapters",
-        join_secret=JOIN_SECRET,
-        admin_token=ADMIN_TOKEN,
-        join_wait_s=120.0,
-        round_deadline_s=120.0,
-        max_task_wait_s=5.0,
-        max_body_bytes=MAX_BODY,
-    )
+    settings = cloud_settings(tmp_path)
     app = create_app(settings)
     async with serve(app) as client:
         yield Cloud(app, client, settings, bearer(ADMIN_TOKEN))

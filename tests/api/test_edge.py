@@ -55,15 +55,15 @@ MSGPACK = {"content-type": "application/msgpack"}
 
 
 @functools.cache
-def _model() -> SplitModel:
+def edge_model() -> SplitModel:
     # shared: sessions never change the model's own parameters (they run with their own copies)
     return tiny_split_model()
 
 
-def _config() -> RunConfig:
+def edge_config(name: str = "api") -> RunConfig:
     return parse_config(
         {
-            "name": "api",
+            "name": name,
             "model": {"name": "tiny", "num_labels": 3, "head_blocks": 1, "tail_blocks": 1},
             "topology": {"edges": 1, "devices_per_edge": 2},
             "train": {"edge_rounds": 2, "local_steps": 1, "cloud_rounds": 1},
@@ -125,7 +125,7 @@ async def edge() -> AsyncIterator[Edge]:
     settings = EdgeSettings(autostart=False, cloud_url="http://127.0.0.1:9", max_body_bytes=MAX_BODY)
     app = create_app(settings)
     app.state.cloud.backoff_s = 0.01  # the unreachable cloud fails fast
-    config, model = _config(), _model()
+    config, model = edge_config(), edge_model()
     tokens = {d: f"session-token-of-{d}" for d in DEVICES}
     served = ServedRound(
         config,

@@ -17,7 +17,6 @@ geometries and values.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sqlite3
@@ -43,8 +42,7 @@ from schemathesis.schemas import APIOperation, BaseSchema
 
 from elsa.errors import TensorError
 from elsa.infra.web import token_hash
-from elsa.model.split import SplitModel
-from elsa.runtime.config import RunConfig, parse_config
+from elsa.runtime.config import parse_config
 from elsa.runtime.rounds import EdgeRound
 from elsa.sketch import sketch_state, sketches_to_payloads
 from elsa.wire import (
@@ -65,13 +63,13 @@ from elsa.wire.control import NodeIdentity
 from elsa_client.main import create_app as create_client
 from elsa_client.settings import ClientSettings
 from elsa_cloud.main import create_app as create_cloud
-from elsa_cloud.settings import CloudSettings
 from elsa_edge.main import create_app as create_edge
 from elsa_edge.settings import EdgeSettings
 from elsa_edge.state import EdgeState, ServedRound
 
-from .conftest import ADMIN_TOKEN, JOIN_SECRET, run_config
-from .support import HIDDEN, assert_error, bearer, tiny_split_model
+from .conftest import ADMIN_TOKEN, JOIN_SECRET, cloud_settings, run_config
+from .support import HIDDEN, assert_error, bearer
+from .test_edge import edge_config, edge_model
 
 #: bounded, repeatable runs: the same cases every time, no example database, no deadline
 FUZZ = settings(
@@ -459,18 +457,7 @@ def _database(path: Path, runs: tuple[str, ...]) -> dict[str, list[tuple[Any, ..
 @pytest.fixture
 def cloud_run(tmp_path: Path) -> Iterator[CloudRun]:
     database = tmp_path / "elsa.db"
-    settings = CloudSettings(
-        database_url=f"sqlite+aiosqlite:///{database}",
-        redis_url=None,
-        adapter_dir=tmp_path / "adapters",
-        join_secret=JOIN_SECRET,
-        admin_token=ADMIN_TOKEN,
-        join_wait_s=120.0,
-        round_deadline_s=120.0,
-        max_task_wait_s=1.0,
-        max_body_bytes=MAX_BODY,
-        **NO_LIMITS,
-    )
+    settings = cloud_settings(tmp_path, max_task_wait_s=1.0, max_body_bytes=MAX_BODY, **NO_LIMITS)
     app = create_cloud(settings)
     admin = bearer(ADMIN_TOKEN)
     with running(app) as (schema, client):
@@ -614,24 +601,6 @@ EDGE_RUN = "fuzz-run"
 EDGE_DEVICES = ("device-000", "device-001")
 
 
-@functools.cache
-def _edge_model() -> SplitModel:
-    # shared: sessions never change the model's own parameters (they run with their own copies)
-    return tiny_split_model()
-
-
-def _edge_config() -> RunConfig:
-    return parse_config(
-        {
-            "name": "fuzz",
-            "model": {"name": "tiny", "num_labels": 3, "head_blocks": 1, "tail_blocks": 1},
-            "topology": {"edges": 1, "devices_per_edge": 2},
-            "train": {"edge_rounds": 2, "local_steps": 1, "cloud_rounds": 1},
-            "transport": {"dtype": "fp32"},
-        }
-    )
-
-
 EDGE_TOKENS = {d: f"session-token-of-{d}" for d in EDGE_DEVICES}
 
 
@@ -658,7 +627,7 @@ class EdgeServing:
     def serve_round(self) -> None:
         """Serve round 1 afresh (nothing submitted, nothing aggregated) and open the session, as
         the worker does after a ``serve`` task."""
-        config, model = _edge_config(), _edge_model()
+        config, model = edge_config("fuzz"), edge_model()
         edge_round = EdgeRound(
             EDGE_RUN,
             1,

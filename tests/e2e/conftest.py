@@ -1,6 +1,6 @@
 """A short real run shared by the operations tests (metrics, operator page): cloud + 2 edges +
 4 device agents + an embedded Redis-protocol server on loopback, ``configs/e2e.yaml`` with one
-cloud round. The services stay up until the test session ends."""
+cloud round. The services stay up until the e2e tests end."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def wait_for_run(operator: Operator, cluster: Cluster, run_id: str, timeout_s: f
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FinishedRun]:
     """One real short run (e2e.yaml, 1 cloud round), completed, services left running."""
     base = load_config(ROOT / "configs" / "e2e.yaml")

@@ -27,25 +27,14 @@ from elsa.infra.live import LiveStore
 from elsa.infra.sql import SqlStore
 from elsa.model.adapters import max_abs_diff
 from elsa.runtime.config import load_config
-from elsa.runtime.launcher import Cluster, Operator, plan_demo, running_cluster, start_services, wait_healthy
+from elsa.runtime.launcher import Operator, plan_demo, running_cluster, start_services, wait_healthy
 from elsa.runtime.simulation import Simulation
 from elsa.wire import AdapterBroadcast, decode, from_payload
 
+from .conftest import wait_for_run
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-
-def _wait_for_run(operator: Operator, cluster: Cluster, run_id: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        cluster.check_alive()
-        view: dict[str, Any] = operator.get(f"/v1/runs/{run_id}")
-        if view["state"] in ("completed", "failed", "stopped"):
-            return view
-        time.sleep(1.0)
-    raise AssertionError(
-        f"run {run_id} did not finish in {timeout_s}s: {operator.get(f'/v1/runs/{run_id}/rounds')}"
-    )
 
 
 def _wait_for_devices(operator: Operator, count: int, timeout_s: float) -> None:
@@ -110,7 +99,7 @@ def test_service_runtime_matches_simulation_and_learns(tmp_path: Path) -> None:
         wait_healthy([c.url for c in cluster.children if c.url], 240)
         operator = Operator(plan.cloud_url, plan.admin_token)
         run_id = operator.create_run(config)["run_id"]
-        view = _wait_for_run(operator, cluster, run_id, 900)
+        view = wait_for_run(operator, cluster, run_id, 900)
         assert view["state"] == "completed"
         assert view["latest_version"] == config.train.cloud_rounds
         served = _global_adapter(operator, run_id, config.train.cloud_rounds)
@@ -204,7 +193,7 @@ def test_killed_device_does_not_stall_the_round(tmp_path: Path) -> None:
             pytest.fail("device-003 never started training")
         os.killpg(victim.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        view = _wait_for_run(operator, cluster, run_id, 600)
+        view = wait_for_run(operator, cluster, run_id, 600)
         rounds = operator.get(f"/v1/runs/{run_id}/rounds")
         metrics = operator.get(f"/v1/runs/{run_id}/metrics")["rounds"]
         nodes = operator.get("/v1/nodes")

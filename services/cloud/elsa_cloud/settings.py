@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from elsa.infra.limits import RateLimits
+from elsa.infra.service_settings import ServiceSettings
 
 
-class CloudSettings(BaseSettings):
+class CloudSettings(ServiceSettings):
     """Configuration of the cloud coordinator."""
 
     model_config = SettingsConfigDict(env_prefix="ELSA_CLOUD_", env_nested_delimiter="__", extra="ignore")
@@ -33,31 +33,8 @@ class CloudSettings(BaseSettings):
     )
     heartbeat_ttl_s: float = Field(90.0, gt=0, description="a node not heard from for this long is dead")
     max_task_wait_s: float = Field(60.0, gt=0, description="longest long-poll")
-    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="largest accepted request body")
     report_wait_s: float = Field(
         120.0, ge=0, description="after the last round, wait this long for device reports"
     )
     max_round_attempts: int = Field(3, ge=1, description="a round abandoned this often fails the run")
-    tls_certfile: str | None = Field(
-        None, description="PEM certificate: serve HTTPS (read by `elsa cloud` and passed to uvicorn)"
-    )
-    tls_keyfile: str | None = Field(None, description="PEM private key of tls_certfile")
-    rate_limit_per_s: float = Field(
-        200.0,
-        ge=0,
-        description="sustained requests per second per caller (bearer token, else address); 0 = off",
-    )
-    rate_limit_burst: int = Field(400, ge=0, description="requests a caller may send at once")
-    auth_failures_per_min: int = Field(
-        60, ge=0, description="401/403 answers an address may get per minute before a lock-out (0 = off)"
-    )
-    metrics_token: str | None = Field(
-        None, description="bearer token Prometheus must present at /metrics (None = open, like /health)"
-    )
-    log_level: str = Field(
-        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="log level of ELSA loggers"
-    )
-
-    def rate_limits(self) -> RateLimits:
-        """The request limits of this service."""
-        return RateLimits(self.rate_limit_per_s, self.rate_limit_burst, self.auth_failures_per_min)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from elsa.infra.cache import ExpiringCache
 from elsa.infra.live import LiveStore
 from elsa.infra.records import NodeRecord
 from elsa.infra.sql import SqlStore
@@ -46,34 +47,10 @@ class TaskBoard:
 NODE_CACHE_TTL_S = 30.0
 
 
-@dataclass
-class NodeCache:
-    """Token hash → node record, so authenticated polls and heartbeats skip SQL (bounded,
-    expiring; a rejoin or a resource report evicts the node's entries at once)."""
-
-    ttl_s: float = NODE_CACHE_TTL_S
-    capacity: int = 100_000
-    _entries: dict[str, tuple[NodeRecord, float]] = field(default_factory=dict)
-
-    def get(self, digest: str) -> NodeRecord | None:
-        """The cached node of a token hash, unless expired."""
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            self._entries.pop(digest, None)
-            return None
-        return entry[0]
-
-    def put(self, digest: str, node: NodeRecord) -> None:
-        """Remember a lookup (the oldest entries go first past ``capacity``)."""
-        if len(self._entries) >= self.capacity:
-            for key in list(self._entries)[: max(1, self.capacity // 10)]:
-                del self._entries[key]
-        self._entries[digest] = (node, time.monotonic() + self.ttl_s)
-
-    def evict(self, node_id: str) -> None:
-        """Forget every entry of a node (its token or record changed)."""
-        for key in [k for k, (n, _) in self._entries.items() if n.node_id == node_id]:
-            del self._entries[key]
+def node_cache() -> ExpiringCache[NodeRecord]:
+    """Token hash → node record, so authenticated polls and heartbeats skip SQL (a rejoin or a
+    resource report evicts the node's entries at once)."""
+    return ExpiringCache(NODE_CACHE_TTL_S, capacity=100_000)
 
 
 @dataclass
@@ -83,7 +60,7 @@ class CloudState:
     store: SqlStore
     live: LiveStore
     metrics: CloudMetrics = field(default_factory=CloudMetrics)
-    nodes: NodeCache = field(default_factory=NodeCache)
+    nodes: ExpiringCache[NodeRecord] = field(default_factory=node_cache)
     board: TaskBoard = field(default_factory=TaskBoard)
     coordinators: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     #: (run, round) -> edge id -> (its sketched model delta, its aggregation weight)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from elsa.infra.cache import ExpiringCache
 from elsa.model.adapters import AdapterState
 from elsa.model.split import SplitModel
 from elsa.params import SplitParams
@@ -57,28 +56,9 @@ class ServedRound:
 IDENTITY_TTL_S = 300.0
 
 
-@dataclass
-class IdentityCache:
-    """Token hash -> the node holding it, as the cloud said (bounded, expiring)."""
-
-    ttl_s: float = IDENTITY_TTL_S
-    capacity: int = 10_000
-    _entries: OrderedDict[str, tuple[NodeIdentity, float]] = field(default_factory=OrderedDict)
-
-    def get(self, digest: str) -> NodeIdentity | None:
-        """The node, unless unknown or expired."""
-        entry = self._entries.get(digest)
-        if entry is None or entry[1] < time.monotonic():
-            self._entries.pop(digest, None)
-            return None
-        return entry[0]
-
-    def put(self, digest: str, identity: NodeIdentity) -> None:
-        """Remember an answer of the cloud."""
-        self._entries[digest] = (identity, time.monotonic() + self.ttl_s)
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+def identity_cache() -> ExpiringCache[NodeIdentity]:
+    """Token hash → the node holding it, as the cloud said."""
+    return ExpiringCache(IDENTITY_TTL_S, capacity=10_000)
 
 
 @dataclass
@@ -101,7 +81,7 @@ class EdgeState:
     bytes_out: int = 0
     last_error: str | None = None
     metrics: EdgeMetrics = field(default_factory=EdgeMetrics)
-    identities: IdentityCache = field(default_factory=IdentityCache)
+    identities: ExpiringCache[NodeIdentity] = field(default_factory=identity_cache)
 
     def count_in(self, kind: str, nbytes: int) -> None:
         """Bytes received (activations, gradients, adapters)."""

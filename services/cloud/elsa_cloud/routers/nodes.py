@@ -42,7 +42,7 @@ async def join(body: JoinRequest, state: StateDep, settings: SettingsDep) -> Joi
     await state.store.upsert_node(
         node_id, body.role, body.name, body.url, body.capacity, token_hash(token), now()
     )
-    state.nodes.evict(node_id)  # the previous token stops working now
+    state.nodes.evict(lambda n: n.node_id == node_id)  # the previous token stops working now
     await state.live.heartbeat(node_id, settings.heartbeat_ttl_s)
     return JoinResponse(node_id=node_id, token=token)
 
@@ -51,7 +51,7 @@ async def join(body: JoinRequest, state: StateDep, settings: SettingsDep) -> Joi
 async def report_resources(body: ResourceReport, node: NodeDep, state: StateDep) -> Ack:
     """Stored with the node; used for assignment and split planning."""
     await state.store.set_node_resources(node.node_id, body.model_dump(mode="json"))
-    state.nodes.evict(node.node_id)
+    state.nodes.evict(lambda n: n.node_id == node.node_id)
     return Ack()
 
 
