@@ -10,10 +10,10 @@ Value layouts (all JSON, written by :class:`elsa.infra.live.LiveStore`):
 =====================  ========  ==========================================================
 key                    type      value
 =====================  ========  ==========================================================
-``assignment``         string    ``{node_id: edge_id}``
-``clusters``           string    ``{node_id: cluster}``
-``trust``              string    ``{node_id: trust}``
-``split_plans``        hash      field ``node_id`` → ``[head_blocks, tail_blocks]``
+``assignment``         string    ``{device node_id: edge node_id}``
+``clusters``           string    ``{device name: cluster}``
+``trust``              string    ``{device name: trust}``
+``split_plans``        hash      field device name → ``[head_blocks, tail_blocks]``
 ``round_state``        string    free-form JSON object
 ``events``             list      JSON objects, oldest first, capped
 ``heartbeat``          string    ``1``, with a TTL (liveness)

@@ -152,7 +152,7 @@ class TrainSection(_Section):
     max_length: int = Field(64, ge=2)
     local_steps: int = Field(5, ge=1)
     edge_rounds: int = Field(2, ge=1)
-    cloud_rounds: int = Field(3, ge=1)
+    cloud_rounds: int = Field(3, ge=1, le=2**31 - 1, description="cloud rounds of the run (32-bit in SQL)")
 
 
 class TransportSection(_Section):

@@ -76,8 +76,6 @@ async def create_run(body: RunCreate, _: AdminDep, state: StateDep, settings: Se
             "config: name: 1-100 characters of A-Z a-z 0-9 . _ - starting with a letter or digit "
             "(it prefixes the run id)"
         )
-    if config.train.cloud_rounds > MAX_INDEX:
-        raise ConfigError(f"config: train.cloud_rounds: at most {MAX_INDEX}")
     config.resolved_num_labels()
     config.check_service_runtime()
     run_id = f"{config.name}-{secrets.token_hex(4)}"
