@@ -72,6 +72,25 @@ def edge_config(name: str = "api") -> RunConfig:
     )
 
 
+def served_round(
+    config: RunConfig, run_id: str, devices: tuple[str, ...], tokens: dict[str, str]
+) -> ServedRound:
+    """Round 1 of ``run_id`` as the edge worker sets it up after a ``serve`` task (the run's
+    sketch params and seed), nothing submitted yet; ``tokens`` are the devices' session tokens."""
+    model = edge_model()
+    edge_round = EdgeRound(
+        run_id,
+        1,
+        devices,
+        model.initial_state(),
+        config.train_params(),
+        sketch=config.sketch_params(),
+        seed=config.seed,
+    )
+    hashes = {d: token_hash(t) for d, t in tokens.items()}
+    return ServedRound(config, model, edge_round, hashes, time.monotonic())
+
+
 @dataclass
 class Edge:
     """A running edge app serving round 1 of RUN to DEVICES."""
@@ -125,27 +144,11 @@ async def edge() -> AsyncIterator[Edge]:
     settings = EdgeSettings(autostart=False, cloud_url="http://127.0.0.1:9", max_body_bytes=MAX_BODY)
     app = create_app(settings)
     app.state.cloud.backoff_s = 0.01  # the unreachable cloud fails fast
-    config, model = edge_config(), edge_model()
     tokens = {d: f"session-token-of-{d}" for d in DEVICES}
-    served = ServedRound(
-        config,
-        model,
-        # the round's sketch geometry as the worker sets it: the run's sketch params and seed
-        EdgeRound(
-            RUN,
-            1,
-            DEVICES,
-            model.initial_state(),
-            config.train_params(),
-            sketch=config.sketch_params(),
-            seed=config.seed,
-        ),
-        {d: token_hash(t) for d, t in tokens.items()},
-        time.monotonic(),
-    )
+    served = served_round(edge_config(), RUN, DEVICES, tokens)
     state: EdgeState = app.state.edge
     state.node_id = "edge-edge-0-test"
-    state.models[RUN] = model
+    state.models[RUN] = served.model
     state.rounds[RUN] = served
     async with serve(app) as client:
         yield Edge(app, client, state, served, tokens)

@@ -41,9 +41,7 @@ from schemathesis.python import asgi
 from schemathesis.schemas import APIOperation, BaseSchema
 
 from elsa.errors import TensorError
-from elsa.infra.web import token_hash
 from elsa.runtime.config import parse_config
-from elsa.runtime.rounds import EdgeRound
 from elsa.sketch import sketch_state, sketches_to_payloads
 from elsa.wire import (
     TENSOR_DTYPES,
@@ -69,7 +67,7 @@ from elsa_edge.state import EdgeState, ServedRound
 
 from .conftest import ADMIN_TOKEN, JOIN_SECRET, cloud_settings, run_config
 from .support import HIDDEN, assert_error, bearer
-from .test_edge import edge_config, edge_model
+from .test_edge import edge_config, served_round
 
 #: bounded, repeatable runs: the same cases every time, no example database, no deadline
 FUZZ = settings(
@@ -627,19 +625,8 @@ class EdgeServing:
     def serve_round(self) -> None:
         """Serve round 1 afresh (nothing submitted, nothing aggregated) and open the session, as
         the worker does after a ``serve`` task."""
-        config, model = edge_config("fuzz"), edge_model()
-        edge_round = EdgeRound(
-            EDGE_RUN,
-            1,
-            EDGE_DEVICES,
-            model.initial_state(),
-            config.train_params(),
-            sketch=config.sketch_params(),
-            seed=config.seed,
-        )
-        hashes = {d: token_hash(t) for d, t in EDGE_TOKENS.items()}
-        self.served = ServedRound(config, model, edge_round, hashes, time.monotonic())
-        self.state.models[EDGE_RUN] = model
+        self.served = served_round(edge_config("fuzz"), EDGE_RUN, EDGE_DEVICES, EDGE_TOKENS)
+        self.state.models[EDGE_RUN] = self.served.model
         self.state.rounds[EDGE_RUN] = self.served
         self.state.sessions.clear()
         body = {"run_id": EDGE_RUN, "round": 1, "device_id": EDGE_DEVICES[0]}
